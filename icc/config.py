@@ -1,0 +1,21 @@
+"""Hydra/OmegaConf glue shared by the pipelines."""
+
+from importlib.resources import files
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(files("icc").joinpath("..", "conf"))
+
+
+def resource_path(name: str) -> str:
+    """Absolute path of a file bundled in icc/resources (used as ${icc_resource:<name>})."""
+    return str(files("icc").joinpath("resources", name))
+
+
+OmegaConf.register_new_resolver("icc_resource", resource_path, replace=True)
+
+
+def to_kwargs(cfg: DictConfig, *drop: str) -> dict:
+    """A config node as plain keyword arguments, without the keys in `drop`."""
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    return {key: value for key, value in kwargs.items() if key not in drop}

@@ -1,0 +1,1 @@
+"""In-context clustering (ICC): episodes, prompts and answer parsing for a language model."""

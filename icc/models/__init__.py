@@ -1,0 +1,1 @@
+"""Model loading: name resolution to local directories, text encoders, causal LMs."""

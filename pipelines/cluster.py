@@ -1,0 +1,108 @@
+"""Cluster a text corpus: read, embed on a Ray actor pool, cluster, write Parquet and metrics."""
+
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
+
+from icc.cluster import make_clusterer
+from icc.config import CONFIG_DIR, to_kwargs
+from icc.data.corpus import read_corpus
+from icc.data.embedded import collect_embeddings, take_texts
+from icc.errors import ICCError
+from icc.metrics import external_metrics, internal_metrics
+from icc.models.embedder import embed_dataset
+from icc.outputs import assignments_table, central_members, clusters_table
+from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
+
+
+def run(cfg: DictConfig) -> Path:
+    out = Path(cfg.output.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timer = StageTimer()
+    start_ray(**cfg.ray)
+
+    with timer("embed"):
+        ds = read_corpus(cfg.data.path, cfg.data.text_column, cfg.data.id_column, cfg.data.label_column)
+        corpus = collect_embeddings(embed_dataset(ds, **to_kwargs(cfg.embedder)), out)
+    n_rows, n_ok = len(corpus.ids), int(corpus.ok.sum())
+    if n_rows == 0:
+        raise ICCError(f"the corpus is empty: {cfg.data.path}")
+    if n_ok == 0:
+        raise ICCError(f"no text to cluster: all {n_rows} rows were rejected (empty texts)")
+
+    with timer("cluster"):
+        clusterer = make_clusterer(cfg.clusterer.name, **to_kwargs(cfg.clusterer, "name"))
+        labels = clusterer.fit_predict(corpus.vectors)
+        centers = clusterer.cluster_centers_
+        distances = np.linalg.norm(corpus.vectors - centers[np.maximum(labels, 0)], axis=1)
+        membership = clusterer.membership(corpus.vectors).max(axis=1) if hasattr(clusterer, "membership") else None
+
+    with timer("write"):
+        assignments = assignments_table(corpus, labels, distances, membership)
+        pq.write_table(assignments, out / "assignments.parquet")
+        row_of_ok = np.flatnonzero(corpus.ok)
+        central = central_members(labels, distances, len(centers))
+        texts = take_texts(out / "texts.parquet", row_of_ok[np.concatenate(central)])
+        splits = np.cumsum([len(c) for c in central])[:-1]
+        central_texts = [list(t) for t in np.split(np.array(texts, dtype=object), splits)]
+        sizes = np.bincount(labels[labels >= 0], minlength=len(centers))
+        pq.write_table(clusters_table(centers, sizes, central_texts), out / "clusters.parquet")
+
+    metrics = {
+        "rows": n_rows,
+        "embedded": n_ok,
+        "rejected": int(n_rows - n_ok),
+        "reject_reasons": dict(zip(*map(list, np.unique(corpus.reject[~corpus.ok], return_counts=True)))),
+        "undecodable_rows_replaced": corpus.replaced,
+        "truncated_to_max_length": corpus.truncated,
+        "k": len(centers),
+        "noise": int((labels == -1).sum()),
+        "seconds": timer.seconds,
+        "texts_per_s": round(n_ok / timer.seconds["embed"], 2),
+        **internal_metrics(corpus.vectors, labels),
+    }
+    if getattr(clusterer, "k_scores_", None):
+        metrics["k_silhouette"] = clusterer.k_scores_
+    if corpus.labels is not None:
+        labelled = ~_is_missing(corpus.labels)
+        metrics.update(external_metrics(corpus.labels[labelled].astype(str), assignments["cluster"].to_numpy()[labelled]))
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "run.json", {
+        "pipeline": "cluster",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "embedder": {"model": cfg.embedder.model, "dim": int(corpus.vectors.shape[1]), "pooling": "mean",
+                     "normalized": True, "max_length": cfg.embedder.max_length},
+        "versions": package_versions(),
+    })
+    _print_summary(out, metrics, sizes, central_texts)
+    return out
+
+
+def _is_missing(values: np.ndarray) -> np.ndarray:
+    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values], dtype=bool)
+
+
+def _print_summary(out: Path, metrics: dict, sizes: np.ndarray, central_texts: list[list[str]], rows: int = 15) -> None:
+    print(f"\nicc cluster: {metrics['rows']} rows, {metrics['rejected']} rejected, k={metrics['k']} -> {out}")
+    scores = {name: metrics[name] for name in ("acc", "ari", "nmi", "silhouette") if name in metrics}
+    print("  " + "  ".join(f"{name}={value:.3f}" for name, value in scores.items()))
+    print(f"  {'cluster':>7}  {'size':>6}  text nearest the centroid")
+    for c in np.argsort(-sizes, kind="stable")[:rows]:
+        example = central_texts[c][0].replace("\n", " ") if central_texts[c] else ""
+        print(f"  {c:>7}  {sizes[c]:>6}  {example[:90]}")
+    if len(sizes) > rows:
+        print(f"  ... {len(sizes) - rows} more clusters in {out / 'clusters.parquet'}")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="cluster", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

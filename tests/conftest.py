@@ -1,0 +1,45 @@
+"""Shared fixtures: the labelled data in ../shared/data and one real local Ray cluster per session."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TEXT = SHARED / "text"
+BIN = Path(sys.executable).parent
+
+# The test cluster listens on loopback only; token auth would need the token in every subprocess.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """Address of a real Ray head started with `ray start --head` for this test session."""
+    temp = tmp_path_factory.mktemp("ray")
+    port = "6391"
+    subprocess.run(
+        [BIN / "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={temp}"],
+        check=True, capture_output=True,
+    )
+    yield f"127.0.0.1:{port}"
+    subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_address):
+    """This process connected to the session's Ray cluster, with Ray Data set up as pipelines do."""
+    from icc.runtime import start_ray
+
+    start_ray(address=ray_address, progress_bars=False)
+    yield ray_address
+
+
+def run_icc(*args, timeout=600):
+    """Run the `icc` console script; returns the CompletedProcess (text output)."""
+    return subprocess.run([BIN / "icc", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
