@@ -16,6 +16,8 @@ import pyarrow.csv as pacsv
 from icc.errors import ICCError
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
+# pyarrow parses CSV and JSONL in blocks that must hold a whole row: this bounds one text's size.
+MAX_ROW_BYTES = 256 << 20
 
 
 def list_files(path: str) -> tuple[list[str], str]:
@@ -41,20 +43,28 @@ def list_files(path: str) -> tuple[list[str], str]:
 
 def read_table(files: list[str], fmt: str):
     """Lazy Ray Dataset over `files`. CSV values may hold newlines inside quotes."""
+    import pyarrow.json as pajson
     import ray.data
 
     if fmt == "parquet":
         return ray.data.read_parquet(files)
     if fmt == "csv":
-        return ray.data.read_csv(files, parse_options=pacsv.ParseOptions(newlines_in_values=True))
-    return ray.data.read_json(files, lines=True)
+        return ray.data.read_csv(
+            files,
+            read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        )
+    return ray.data.read_json(files, lines=True, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES))
 
 
 def read_corpus(path: str, text_column: str, id_column: str | None = None, label_column: str | None = None):
     """Ray Dataset of prepared rows (see module docstring); raises ICCError on a bad path or column."""
     files, fmt = list_files(path)
     ds = read_table(files, fmt)
-    columns = ds.schema().names
+    schema = ds.schema()
+    if schema is None:  # no file holds a row
+        raise ICCError(f"the corpus is empty: {path}")
+    columns = schema.names
     wanted = {"text": text_column, "id": id_column, "label": label_column}
     for role, name in wanted.items():
         if name and name not in columns:

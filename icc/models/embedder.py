@@ -21,8 +21,9 @@ class TextEmbedder:
 
     model: HF id, local directory or a known offline name (see `icc.models.hub`).
     max_length: tokens per text; longer texts are truncated.
-    batch_size: texts per forward pass; a call sorts its texts by length and runs them in
-        batches of this size, so padding stays small.
+    batch_size: texts per forward pass (None: 16 on CPU, where small batches of similar length
+        run fastest, 256 on GPU); a call sorts its texts by length and runs them in batches of
+        this size, so padding stays small.
     device: "cuda", "cpu" or None (cuda when available). On GPU the forward pass runs under
         fp16/bf16 autocast (`dtype`).
     num_threads: torch threads; None: all cores of the machine.
@@ -32,7 +33,7 @@ class TextEmbedder:
         self,
         model: str,
         max_length: int = 256,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         device: str | None = None,
         dtype: str = "auto",
         num_threads: int | None = None,
@@ -51,7 +52,7 @@ class TextEmbedder:
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model = AutoModel.from_pretrained(path, **kwargs).to(self.device).eval()
         self.max_length = min(max_length, self.tokenizer.model_max_length)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 16)
         self.text_column = text_column
         self.dim = self.model.config.hidden_size
 

@@ -1,0 +1,99 @@
+"""Causal language models: loading (with an optional LoRA adapter), chat prompts, greedy generation.
+
+Prompts are complete model inputs: `render_chat` writes the special tokens of the chat template
+(or the BOS token), so text is tokenised with ``add_special_tokens=False`` everywhere, which keeps
+the token positions of the generation and attention paths the same.
+"""
+
+from pathlib import Path
+
+import torch
+
+from icc.errors import ICCError
+from icc.models.hub import load_kwargs, resolve_model
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def load_causal_lm(
+    name: str,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    adapter: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """Return `(model, tokenizer)`, the model in eval mode on `device`.
+
+    name: HF id, local directory or a known offline name (see `icc.models.hub`).
+    dtype: "auto" (bfloat16 on CUDA, float16 where the GPU lacks bfloat16, float32 on CPU),
+        "bfloat16", "float16" or "float32".
+    device: "cuda", "cpu" or None (cuda when available).
+    adapter: a local directory with a PEFT (LoRA) adapter trained on this model; its weights must be
+        safetensors unless `allow_pickle`.
+    attn_implementation: "eager", "sdpa", ... or None for the transformers default.
+    The tokenizer pads on the left (for batched generation) and has a pad token.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=_torch_dtype(dtype, device),
+        attn_implementation=attn_implementation,
+        **load_kwargs(trust_remote_code, allow_pickle),
+    ).to(device)
+    if adapter is not None:
+        model = _with_adapter(model, adapter, allow_pickle)
+    return model.eval(), tokenizer
+
+
+def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in _DTYPES:
+        raise ICCError(f"unknown dtype '{dtype}': use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _with_adapter(model, adapter: str, allow_pickle: bool):
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not path.is_dir():
+        raise ICCError(f"adapter {adapter} is not a directory")
+    if not allow_pickle and not (path / "adapter_model.safetensors").exists():
+        raise ICCError(f"adapter {adapter} has no adapter_model.safetensors (pickled weights: allow_pickle)")
+    return PeftModel.from_pretrained(model, path)
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The prompt string for chat `messages` ({"role", "content"} dicts), ready for the answer.
+
+    With a chat template: the template with the assistant turn opened. Without one (base models):
+    the BOS token, if any, then the message contents joined by newlines.
+    """
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return (tokenizer.bos_token or "") + "\n".join(m["content"] for m in messages)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of `prompts` (rendered, e.g. by `render_chat`), one batch, left-padded.
+
+    Returns only the new text of each prompt, special tokens removed; each continuation stops at
+    an end-of-sequence token or after `max_new_tokens` tokens.
+    """
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    output = model.generate(
+        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
+    return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

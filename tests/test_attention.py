@@ -1,0 +1,142 @@
+"""Attention spectral clustering: the item-level aggregation on hand-built matrices, and attention
+capture and generation on the real SmolLM2 (CPU, float32)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from icc.errors import ICCError
+from icc.incontext.attention import (
+    affinity_from_attention,
+    char_spans_to_token_spans,
+    layer_attention,
+    point_attention,
+    spectral_labels,
+)
+from icc.models.hub import SMOLLM2
+from icc.models.llm import generate, load_causal_lm, render_chat
+
+
+def test_point_attention_averages_token_blocks():
+    attn = np.array(
+        [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.5, 0.5, 0.0, 0.0],
+            [0.2, 0.2, 0.6, 0.0],
+            [0.1, 0.3, 0.2, 0.4],
+        ]
+    )
+    np.testing.assert_allclose(point_attention(attn, [(0, 2), (2, 4)]), [[0.5, 0.0], [0.2, 0.3]])
+
+
+def test_point_attention_rejects_empty_span():
+    with pytest.raises(ICCError):
+        point_attention(np.eye(3), [(0, 1), (2, 2)])
+
+
+def test_affinity_normalises_corrects_causal_mask_and_symmetrises():
+    attention = np.array([[2.0, 0.0, 0.0], [1.0, 3.0, 0.0], [1.0, 1.0, 2.0]])
+    # rows normalised: [1, 0, 0], [.25, .75, 0], [.25, .25, .5]; times non-zeros 1, 2, 3;
+    # lower triangle copied to the upper.
+    expected = [[1.0, 0.5, 0.75], [0.5, 1.5, 0.75], [0.75, 0.75, 1.5]]
+    np.testing.assert_allclose(affinity_from_attention(attention), expected)
+
+
+def test_affinity_rejects_negative_or_nan():
+    for bad in (-1.0, np.nan):
+        with pytest.raises(ICCError):
+            affinity_from_attention(np.array([[1.0, 0.0], [bad, 1.0]]))
+
+
+def test_spectral_labels_recover_blocks_from_causal_attention():
+    truth = np.arange(12) % 3  # interleaved, so that the causal mask cannot fake the blocks
+    same = truth[:, None] == truth[None, :]
+    attention = np.tril(np.where(same, 1.0, 0.05))
+    labels = spectral_labels(affinity_from_attention(attention), k=3, seed=0)
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_spectral_labels_survive_degenerate_affinities():
+    isolated = np.ones((6, 6))
+    isolated[2, :] = isolated[:, 2] = 0.0
+    for affinity in (np.zeros((6, 6)), isolated):
+        labels = spectral_labels(affinity, k=2, seed=0)
+        assert labels.shape == (6,) and set(labels) <= {0, 1}
+
+
+def test_char_spans_to_token_spans():
+    offsets = [(0, 0), (0, 3), (3, 5), (5, 6), (6, 10), (0, 0)]  # special tokens at both ends
+    assert char_spans_to_token_spans(offsets, [(0, 4), (5, 10)]) == [(1, 3), (3, 5)]
+    # token 2 (characters 3-5) straddles both spans
+    assert char_spans_to_token_spans(offsets, [(0, 4), (4, 10)]) == [(1, 3), (2, 5)]
+    with pytest.raises(ICCError):
+        char_spans_to_token_spans(offsets, [(10, 12)])
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_causal_lm(SMOLLM2, device="cpu")
+
+
+def test_char_spans_find_items_in_a_rendered_chat_prompt(smollm2):
+    _, tokenizer = smollm2
+    items = ["[1.25, -3.5]", "[0.75, 2.0]"]
+    user = f"Data: {items[0]}, {items[1]} Labels:"
+    rendered = render_chat(tokenizer, [{"role": "user", "content": user}])
+    base = rendered.index(user)
+    char_spans = [(base + user.index(item), base + user.index(item) + len(item)) for item in items]
+    encoded = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    token_spans = char_spans_to_token_spans(encoded["offset_mapping"], char_spans)
+    for item, (start, end) in zip(items, token_spans):
+        assert item in tokenizer.decode(encoded["input_ids"][start:end])
+
+
+def test_layer_attention_matches_eager_output_attentions(smollm2):
+    model, tokenizer = smollm2
+    assert model.config._attn_implementation == "sdpa"  # a kernel that never forms the weights
+    ids = tokenizer("Cluster the points [1, 2], [1, 3] and [8, 9].", add_special_tokens=False)["input_ids"]
+    layers = [0, model.config.num_hidden_layers - 1]
+
+    captured = layer_attention(model, ids, layers)
+
+    assert model.config._attn_implementation == "sdpa"
+    reference_model, _ = load_causal_lm(SMOLLM2, device="cpu", attn_implementation="eager")
+    with torch.inference_mode():
+        reference = reference_model(input_ids=torch.tensor([ids]), output_attentions=True).attentions
+    for layer in layers:
+        expected = reference[layer][0].mean(dim=0).numpy()
+        assert captured[layer].shape == (len(ids), len(ids)) and captured[layer].dtype == np.float32
+        np.testing.assert_allclose(captured[layer], expected, atol=1e-4)
+
+
+def test_generate_left_pads_a_batch_without_changing_greedy_answers(smollm2):
+    model, tokenizer = smollm2
+    questions = ["What is 2 + 2?", "List three colours of the rainbow, separated by commas, nothing else."]
+    prompts = [render_chat(tokenizer, [{"role": "user", "content": q}]) for q in questions]
+
+    batched = generate(model, tokenizer, prompts, max_new_tokens=8)
+
+    assert all(isinstance(answer, str) and answer for answer in batched)
+    assert batched == [generate(model, tokenizer, [prompt], max_new_tokens=8)[0] for prompt in prompts]
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # from peft
+def test_adapter_loads_from_safetensors_only(smollm2, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = smollm2
+    untrained, _ = load_causal_lm(SMOLLM2, device="cpu")
+    # random LoRA weights, so that the adapter changes the attention
+    lora = LoraConfig(r=4, target_modules=["q_proj", "k_proj"], init_lora_weights=False)
+    get_peft_model(untrained, lora).save_pretrained(tmp_path)
+    ids = tokenizer("Cluster these.", add_special_tokens=False)["input_ids"]
+
+    adapted, _ = load_causal_lm(SMOLLM2, device="cpu", adapter=str(tmp_path))
+
+    assert not adapted.training
+    changed = layer_attention(adapted, ids, [1])[1] - layer_attention(model, ids, [1])[1]
+    assert np.abs(changed).max() > 1e-3
+    (tmp_path / "adapter_model.safetensors").unlink()
+    with pytest.raises(ICCError, match="allow_pickle"):
+        load_causal_lm(SMOLLM2, device="cpu", adapter=str(tmp_path))
