@@ -54,7 +54,8 @@ def read_table(files: list[str], fmt: str):
             read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
         )
-    return ray.data.read_json(files, lines=True, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES))
+    # pyarrow reads newline-delimited JSON; `lines=True` (pandas) would ignore the block size.
+    return ray.data.read_json(files, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES))
 
 
 def read_corpus(path: str, text_column: str, id_column: str | None = None, label_column: str | None = None):
