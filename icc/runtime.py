@@ -36,6 +36,23 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
     context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
 
 
+def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1) -> dict:
+    """`map_batches` keyword arguments for a pool of model-holding actors.
+
+    With GPUs in the cluster, each actor takes `num_gpus` (default 1) and there is one actor per
+    GPU unless `actors` is set; without GPUs, `actors` (default 1) CPU actors.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus is None:
+        num_gpus = 1 if cluster_gpus else 0
+    if actors is None:
+        actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
+    return {"compute": ActorPoolStrategy(size=actors), "num_gpus": num_gpus, "num_cpus": cpus_per_actor}
+
+
 class StageTimer:
     """Wall-clock seconds per named stage: `with timer("embed"): ...`; `timer.seconds` is a dict."""
 

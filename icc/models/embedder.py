@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from icc.models.hub import load_kwargs, resolve_model
+from icc.runtime import actor_pool
 
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
@@ -118,26 +119,14 @@ def embed_dataset(
     cpus_per_actor: float = 1,
     **embedder_kwargs,
 ):
-    """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors.
-
-    Each actor holds one model. With GPUs in the cluster, each actor takes `num_gpus` (default 1)
-    and there is one actor per GPU unless `actors` is set; without GPUs, `actors` (default 1) CPU
-    actors. `rows_per_batch` rows go to an actor at a time, which sorts them by length and runs
-    them in `batch_size` forward passes.
+    """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors
+    (one model each; see `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
+    `rows_per_batch` rows go to an actor at a time, which sorts them by length and runs them in
+    `batch_size` forward passes.
     """
-    import ray
-    from ray.data import ActorPoolStrategy
-
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if num_gpus is None:
-        num_gpus = 1 if cluster_gpus else 0
-    if actors is None:
-        actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
     return ds.map_batches(
         TextEmbedder,
         fn_constructor_kwargs={"model": model, **embedder_kwargs},
         batch_size=rows_per_batch,
-        compute=ActorPoolStrategy(size=actors),
-        num_gpus=num_gpus,
-        num_cpus=cpus_per_actor,
+        **actor_pool(actors, num_gpus, cpus_per_actor),
     )

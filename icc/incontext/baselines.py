@@ -1,0 +1,33 @@
+"""Classical clusterers on the same episodes as the language model, told the same k.
+
+Points: k-means (k-means++ seeding, best of 10), a Gaussian mixture (full covariances, k-means
+initialised) and spectral clustering on a nearest-neighbour graph. Texts: k-means on sentence
+embeddings (all-MiniLM-L6-v2 by default).
+"""
+
+import warnings
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from icc.cluster import KMeans, Spectral
+from icc.models.embedder import TextEmbedder
+
+
+def point_baselines(points, k: int, seed: int) -> dict[str, np.ndarray]:
+    """{"kmeans", "gmm", "spectral"}: labels (n,) in [0, k) for points (n, d)."""
+    X = np.asarray(points, dtype=np.float64)
+    with warnings.catch_warnings():
+        # a small episode's neighbour graph may be disconnected: spectral clustering still labels it
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        spectral = Spectral(k=k, n_neighbors=min(10, len(X) - 1), seed=seed).fit_predict(X)
+    return {
+        "kmeans": KMeans(k=k, seed=seed).fit_predict(X),
+        "gmm": GaussianMixture(n_components=k, random_state=seed).fit_predict(X),
+        "spectral": spectral,
+    }
+
+
+def text_baselines(texts: list[str], k: int, embedder: TextEmbedder, seed: int) -> dict[str, np.ndarray]:
+    """{"kmeans_embeddings"}: k-means labels (n,) on the embeddings of n texts."""
+    return {"kmeans_embeddings": KMeans(k=k, seed=seed).fit_predict(embedder.embed(texts))}

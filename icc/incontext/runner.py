@@ -1,0 +1,172 @@
+"""Run a causal LM on clustering episodes: its generated labels and the item-level attention of
+chosen layers.
+
+`cluster_episodes` does the work for a loaded model; `EpisodeRunner` holds one model per Ray Data
+actor and applies it to batches of episodes (`map_episodes`); `ICCClusterer` applies it to one
+data set.
+"""
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from icc.errors import ICCError
+from icc.incontext.attention import char_spans_to_token_spans, layer_attention, point_attention
+from icc.incontext.prompt import chat_messages, numeric_prompt, parse_labels, text_prompt
+from icc.models.hub import resolve_model
+from icc.models.llm import generate, load_causal_lm, render_chat
+from icc.runtime import actor_pool
+
+# Tokens an answer needs besides its n labels: brackets, a few words before the list, end of turn.
+_ANSWER_OVERHEAD_TOKENS = 10
+ATTENTION_TYPE = pa.list_(pa.list_(pa.float32()))  # an (n, n) item-level attention matrix
+
+
+def num_layers(model: str, trust_remote_code: bool = False) -> int:
+    """The number of decoder layers of a model, from its config alone."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    return config.get_text_config().num_hidden_layers
+
+
+def check_layers(layers, count: int) -> list[int]:
+    """Decoder layer indices from "all" or a list of ints (negative ones count from the last) for a
+    model of `count` layers; sorted, without duplicates."""
+    if layers == "all":
+        return list(range(count))
+    if isinstance(layers, (str, int)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
+        raise ICCError(f"attention layers must be 'all' or a list of integers, got {layers!r}")
+    if any(not -count <= x < count for x in layers):
+        raise ICCError(f"attention layers {list(layers)} outside the model's {count} layers (0..{count - 1})")
+    return sorted({x % count for x in layers})
+
+
+def render_episode(tokenizer, episode: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The chat prompt for an episode (its `points` or `texts`, `k`, `condition`) and the character
+    spans (start, end) of its n items inside that string."""
+    if episode.get("texts") is not None:
+        prompt = text_prompt(episode["texts"], episode["k"], episode.get("condition"))
+    else:
+        prompt = numeric_prompt(episode["points"], episode["k"])
+    rendered = render_chat(tokenizer, chat_messages(prompt.text))
+    base = rendered.find(prompt.text)
+    if base < 0:
+        raise ICCError("the chat template changes the prompt text, so its items cannot be located")
+    return rendered, [(base + start, base + end) for start, end in prompt.item_spans]
+
+
+def cluster_episodes(
+    model,
+    tokenizer,
+    episodes: list[dict],
+    layers: Sequence[int] = (),
+    max_new_tokens: int = 250,
+    new_tokens_per_item: int | None = None,
+    answer: Sequence[bool] | None = None,
+) -> list[dict]:
+    """Generated labels and item attention for each episode (see `render_episode` for its keys).
+
+    layers: decoder layers whose attention is read (one forward pass per episode).
+    max_new_tokens: bound on each answer; with `new_tokens_per_item`, also at most
+        new_tokens_per_item * n + 10 tokens, n being the largest episode of the batch.
+    answer: which episodes get a generated answer (None: all); the others only attention.
+    Returns per episode {"answer": str, "labels": n ints (-1: missing), "parse_status": str}
+    (None each when not answered) and {"attention": {layer: (n, n) float32}}, A[i, j] the mean
+    head-averaged attention of item i's tokens to item j's (see `point_attention`).
+    """
+    answer = [True] * len(episodes) if answer is None else list(answer)
+    rendered = [render_episode(tokenizer, e) for e in episodes]
+    asked = [i for i, a in enumerate(answer) if a]
+    replies = {}
+    if asked:
+        budget = max_new_tokens
+        if new_tokens_per_item is not None:
+            largest = max(episodes[i]["n"] for i in asked)
+            budget = min(max_new_tokens, new_tokens_per_item * largest + _ANSWER_OVERHEAD_TOKENS)
+        texts = generate(model, tokenizer, [rendered[i][0] for i in asked], budget)
+        replies = dict(zip(asked, texts))
+    results = []
+    for i, (episode, (prompt, spans)) in enumerate(zip(episodes, rendered)):
+        result = {"answer": None, "labels": None, "parse_status": None, "attention": {}}
+        if i in replies:
+            labels, status = parse_labels(replies[i], episode["n"])
+            result.update(answer=replies[i], labels=labels, parse_status=status)
+        if layers:
+            encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+            token_spans = char_spans_to_token_spans(encoded["offset_mapping"], spans)
+            attention = layer_attention(model, encoded["input_ids"], layers)
+            result["attention"] = {
+                layer: point_attention(attention[layer], token_spans).astype(np.float32) for layer in layers
+            }
+        results.append(result)
+    return results
+
+
+def attention_column(layer: int) -> str:
+    return f"attention_L{layer}"
+
+
+class EpisodeRunner:
+    """Ray Data actor: one causal LM; a batch (pyarrow, episodes in `episodes.SCHEMA`) gains
+    `answer`, `pred_generate`, `parse_status` (null for validation episodes, which get no answer)
+    and `attention_L<layer>` (n x n lists) per layer. Rows out equal rows in, in order.
+
+    num_threads: torch threads (None: all cores of the machine, as Ray pins actors to one).
+    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, ...).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        layers: Sequence[int] = (),
+        max_new_tokens: int = 250,
+        new_tokens_per_item: int | None = None,
+        num_threads: int | None = None,
+        **load_options,
+    ):
+        torch.set_num_threads(num_threads or os.cpu_count())
+        self.model, self.tokenizer = load_causal_lm(model, **load_options)
+        self.layers = list(layers)
+        self.max_new_tokens = max_new_tokens
+        self.new_tokens_per_item = new_tokens_per_item
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        episodes = batch.to_pylist()
+        results = cluster_episodes(
+            self.model, self.tokenizer, episodes, self.layers, self.max_new_tokens, self.new_tokens_per_item,
+            answer=[e["split"] == "test" for e in episodes],
+        )
+        batch = batch.append_column("answer", pa.array([r["answer"] for r in results], pa.string()))
+        batch = batch.append_column("pred_generate", pa.array([r["labels"] for r in results], pa.list_(pa.int64())))
+        batch = batch.append_column("parse_status", pa.array([r["parse_status"] for r in results], pa.string()))
+        for layer in self.layers:
+            values = [r["attention"][layer].tolist() for r in results]
+            batch = batch.append_column(attention_column(layer), pa.array(values, ATTENTION_TYPE))
+        return batch
+
+
+def map_episodes(
+    ds,
+    model: str,
+    episodes_per_batch: int = 16,
+    actors: int | None = None,
+    num_gpus: float | None = None,
+    cpus_per_actor: float = 1,
+    **runner_kwargs,
+):
+    """Run `EpisodeRunner` over a Ray Dataset of episodes on a pool of actors, one model each (see
+    `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`). An actor answers
+    `episodes_per_batch` episodes per `generate` call (left-padded; sort episodes by length first
+    to keep the padding small).
+    """
+    return ds.map_batches(
+        EpisodeRunner,
+        fn_constructor_kwargs={"model": model, **runner_kwargs},
+        batch_size=episodes_per_batch,
+        batch_format="pyarrow",
+        **actor_pool(actors, num_gpus, cpus_per_actor),
+    )
