@@ -1,0 +1,32 @@
+"""LoRA adapters (PEFT) on a causal LM: adding one for training, merging one into its base model."""
+
+from pathlib import Path
+
+from icc.errors import ICCError
+from icc.models.llm import load_causal_lm
+
+
+def add_lora(model, r: int = 64, alpha: float = 16, dropout: float = 0.05, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")):
+    """`model` wrapped in a PEFT model whose only trainable weights are rank-`r` LoRA matrices on the
+    `target_modules` (module name suffixes; default: the attention projections of Llama-like models).
+    The update B @ A is scaled by alpha / r; B starts at zero, so the wrapped model computes what
+    `model` does until it is trained."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                        task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # e.g. a target module the model does not have
+        raise ICCError(f"lora: {e}") from None
+
+
+def merge_adapter(adapter: str, out: Path, **load_options) -> Path:
+    """Write the model of `load_options` (`load_causal_lm` keyword arguments) with the LoRA `adapter`
+    merged into its weights, and its tokenizer, to `out`: a directory that loads like any Hugging
+    Face model."""
+    merged, tokenizer = load_causal_lm(adapter=adapter, **load_options)
+    merged = merged.merge_and_unload()
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Path(out)
