@@ -4,6 +4,8 @@ from importlib.resources import files
 
 from omegaconf import DictConfig, OmegaConf
 
+from icc.errors import ICCError
+
 CONFIG_DIR = str(files("icc").joinpath("..", "conf"))
 
 
@@ -19,3 +21,13 @@ def to_kwargs(cfg: DictConfig, *drop: str) -> dict:
     """A config node as plain keyword arguments, without the keys in `drop`."""
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     return {key: value for key, value in kwargs.items() if key not in drop}
+
+
+def build(registry: dict, kind: str, name: str, **params):
+    """`registry[name](**params)`, e.g. a clusterer; ICCError for an unknown name or bad parameters."""
+    if name not in registry:
+        raise ICCError(f"unknown {kind} '{name}' (choose from {', '.join(registry)})")
+    try:
+        return registry[name](**params)
+    except TypeError as e:
+        raise ICCError(f"bad parameters for {kind} '{name}': {e}") from None

@@ -4,6 +4,7 @@ from icc.cluster.base import Clusterer
 from icc.cluster.fuzzy import FuzzyCMeans
 from icc.cluster.kmeans import KMeans
 from icc.cluster.sklearn_wrappers import HDBSCAN, Agglomerative, Spectral
+from icc.config import build
 
 CLUSTERERS = {
     "kmeans": KMeans,
@@ -16,14 +17,7 @@ CLUSTERERS = {
 
 def make_clusterer(name: str, **params) -> Clusterer:
     """Build the clusterer registered under `name` with its keyword parameters."""
-    from icc.errors import ICCError
-
-    if name not in CLUSTERERS:
-        raise ICCError(f"unknown clusterer '{name}' (choose from {', '.join(CLUSTERERS)})")
-    try:
-        return CLUSTERERS[name](**params)
-    except TypeError as e:
-        raise ICCError(f"bad parameters for clusterer '{name}': {e}") from None
+    return build(CLUSTERERS, "clusterer", name, **params)
 
 
 __all__ = ["CLUSTERERS", "Clusterer", "make_clusterer", "KMeans", "Spectral", "Agglomerative", "HDBSCAN", "FuzzyCMeans"]

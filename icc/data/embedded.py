@@ -35,6 +35,12 @@ def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])
 
 
+def vector_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """An Arrow column of fixed-size float32 lists -> (n, dim) float32, the inverse of `vector_array`."""
+    column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
 def collect_embeddings(ds, out_dir: Path) -> EmbeddedCorpus:
     """Stream an embedded dataset (columns text, reject, replaced, vector, truncated and optional
     id, label) into `out_dir`/texts.parquet (id, text) and embeddings.parquet (id, vector; embedded
