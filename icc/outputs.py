@@ -43,11 +43,14 @@ def central_members(labels: np.ndarray, distances: np.ndarray, k: int, top: int 
     return members
 
 
-def clusters_table(centers: np.ndarray, sizes: np.ndarray, central_texts: list[list[str]]) -> pa.Table:
-    """One row per cluster: cluster id, size, centroid (dim floats), texts nearest the centroid."""
+def clusters_table(centers: np.ndarray, sizes: np.ndarray, central_texts: list[list[str]],
+                   names: list[str | None] | None = None) -> pa.Table:
+    """One row per cluster: cluster id, size, centroid (dim floats), texts nearest the centroid and
+    name (null without a labeler)."""
     return pa.table({
         "cluster": np.arange(len(centers), dtype=np.int64),
         "size": sizes.astype(np.int64),
         "centroid": vector_array(np.asarray(centers, dtype=np.float32)),
         "central_texts": pa.array(central_texts, pa.list_(pa.string())),
+        "name": pa.array(names or [None] * len(centers), pa.string()),
     })

@@ -1,4 +1,4 @@
-"""Cluster a text corpus: read, embed on a Ray actor pool, cluster, write Parquet and metrics."""
+"""Cluster a text corpus: read, embed on a Ray actor pool, cluster, name the clusters, write Parquet, metrics and an HTML map."""
 
 import sys
 from pathlib import Path
@@ -13,16 +13,26 @@ from icc.config import CONFIG_DIR, to_kwargs
 from icc.data.corpus import read_corpus
 from icc.data.embedded import collect_embeddings, take_texts
 from icc.errors import ICCError
+from icc.labeler import make_labeler
 from icc.metrics import external_metrics, internal_metrics
 from icc.models.embedder import embed_dataset
 from icc.outputs import assignments_table, central_members, clusters_table
+from icc.report import check_projection, write_report
+from icc.rundir import load_run
 from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
+
+CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
+# Keys of the shared llm config that only the in-context pipeline's generation uses.
+LLM_GENERATION_KEYS = ("max_new_tokens", "new_tokens_per_item", "episodes_per_batch")
 
 
 def run(cfg: DictConfig) -> Path:
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
+    labeler = _labeler(cfg)
+    if cfg.report.enabled:
+        check_projection(cfg.report.projection)
     start_ray(**cfg.ray)
 
     with timer("embed"):
@@ -44,13 +54,17 @@ def run(cfg: DictConfig) -> Path:
     with timer("write"):
         assignments = assignments_table(corpus, labels, distances, membership)
         pq.write_table(assignments, out / "assignments.parquet")
-        row_of_ok = np.flatnonzero(corpus.ok)
-        central = central_members(labels, distances, len(centers))
-        texts = take_texts(out / "texts.parquet", row_of_ok[np.concatenate(central)])
+        top = max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0)
+        central = central_members(labels, distances, len(centers), top)
+        texts = take_texts(out / "texts.parquet", np.flatnonzero(corpus.ok)[np.concatenate(central)])
         splits = np.cumsum([len(c) for c in central])[:-1]
-        central_texts = [list(t) for t in np.split(np.array(texts, dtype=object), splits)]
+        member_texts = [list(t) for t in np.split(np.array(texts, dtype=object), splits)]
+        central_texts = [t[:CENTRAL_TEXTS] for t in member_texts]
         sizes = np.bincount(labels[labels >= 0], minlength=len(centers))
-        pq.write_table(clusters_table(centers, sizes, central_texts), out / "clusters.parquet")
+
+    with timer("label"):
+        names = labeler.names(member_texts) if labeler else None
+        pq.write_table(clusters_table(centers, sizes, central_texts, names), out / "clusters.parquet")
 
     metrics = {
         "rows": n_rows,
@@ -78,22 +92,32 @@ def run(cfg: DictConfig) -> Path:
                      "normalized": True, "max_length": cfg.embedder.max_length},
         "versions": package_versions(),
     })
-    _print_summary(out, metrics, sizes, central_texts)
+    if cfg.report.enabled:
+        write_report(load_run(out), out / "report.html", **to_kwargs(cfg.report, "enabled"))
+    _print_summary(out, metrics, sizes, central_texts, names)
     return out
+
+
+def _labeler(cfg: DictConfig):
+    params = to_kwargs(cfg.labeler, "name")
+    if cfg.labeler.name == "llm":
+        params.update(to_kwargs(cfg.llm, *LLM_GENERATION_KEYS))
+    return make_labeler(cfg.labeler.name, **params)
 
 
 def _is_missing(values: np.ndarray) -> np.ndarray:
     return np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values], dtype=bool)
 
 
-def _print_summary(out: Path, metrics: dict, sizes: np.ndarray, central_texts: list[list[str]], rows: int = 15) -> None:
+def _print_summary(out: Path, metrics: dict, sizes: np.ndarray, central_texts: list[list[str]],
+                   names: list[str | None] | None, rows: int = 15) -> None:
     print(f"\nicc cluster: {metrics['rows']} rows, {metrics['rejected']} rejected, k={metrics['k']} -> {out}")
     scores = {name: metrics[name] for name in ("acc", "ari", "nmi", "silhouette") if name in metrics}
     print("  " + "  ".join(f"{name}={value:.3f}" for name, value in scores.items()))
-    print(f"  {'cluster':>7}  {'size':>6}  text nearest the centroid")
+    print(f"  {'cluster':>7}  {'size':>6}  {'name' if names else 'text nearest the centroid'}")
     for c in np.argsort(-sizes, kind="stable")[:rows]:
         example = central_texts[c][0].replace("\n", " ") if central_texts[c] else ""
-        print(f"  {c:>7}  {sizes[c]:>6}  {example[:90]}")
+        print(f"  {c:>7}  {sizes[c]:>6}  {(names[c] or '') if names else example[:90]}")
     if len(sizes) > rows:
         print(f"  ... {len(sizes) - rows} more clusters in {out / 'clusters.parquet'}")
 
