@@ -6,16 +6,30 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import BIN, ROOT, run_icc
-from icc.finetune.data import IGNORE, TrainingSet, answer_text, collate, encode, epoch_steps, first_appearance, micro_batches, shuffled
+from icc.config import CONFIG_DIR
+from icc.errors import ICCError
+from icc.finetune.data import (
+    IGNORE,
+    TrainingSet,
+    answer_text,
+    collate,
+    encode,
+    epoch_steps,
+    first_appearance,
+    micro_batches,
+    shuffled,
+)
 from icc.finetune.evaluate import paired_bootstrap
-from icc.finetune.train import answer_loss, steps_per_epoch
+from icc.finetune.train import answer_loss, fit, steps_per_epoch
 from icc.incontext.prompt import parse_labels
 from icc.incontext.runner import render_episode
 from icc.incontext.synthetic import make_episode, make_episodes
@@ -54,7 +68,8 @@ def tiny_model(tmp_path_factory, tokenizer):
 
 def _answer(tokenizer, example: dict, n: int) -> list[int]:
     """The labels of an example's answer (its tokens with loss), as parsed from a generation."""
-    labels, status = parse_labels(tokenizer.decode([t for t in example["labels"] if t != IGNORE], skip_special_tokens=True), n)
+    answer = tokenizer.decode([t for t in example["labels"] if t != IGNORE], skip_special_tokens=True)
+    labels, status = parse_labels(answer, n)
     assert status == "ok"
     return labels
 
@@ -72,7 +87,8 @@ def test_loss_mask_covers_the_answer_and_end_of_turn_only(tokenizer):
     assert len(ids) == len(labels) and ids[: len(prompt_ids)] == prompt_ids
     assert labels[: len(prompt_ids)] == [IGNORE] * len(prompt_ids)
     answer = labels[len(prompt_ids) :]
-    assert answer == ids[len(prompt_ids) :] and answer[-1] == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert answer == ids[len(prompt_ids) :]
+    assert answer[-1] == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert _answer(tokenizer, example, episode["n"]) == first_appearance(episode["labels"])
 
 
@@ -126,6 +142,18 @@ def test_answer_loss_is_the_models_loss_on_the_answer(tiny_model, tokenizer):
         reference = model(**batch).loss  # the mean over all labelled tokens
     assert count == sum(label != IGNORE for e in examples for label in e["labels"])
     assert torch.allclose(total / count, reference, rtol=1e-5)
+
+
+def test_bad_training_settings_are_user_errors(tmp_path):
+    conf = OmegaConf.load(Path(CONFIG_DIR) / "finetune.yaml")
+    data, trainer = OmegaConf.to_container(conf.data), OmegaConf.to_container(conf.trainer)
+    for key, value, message in [
+        ("workers", 0, "trainer.workers must be a positive integer"),
+        ("zero_stage", 3, "trainer.zero_stage must be 0, 1 or 2"),
+        ("micro_batch_size", 1000, "6400 training episodes do not fill one optimizer step"),
+    ]:
+        with pytest.raises(ICCError, match=message):
+            fit(tmp_path, {}, data, {}, {**trainer, key: value}, seed=0)
 
 
 def test_paired_bootstrap():

@@ -6,7 +6,8 @@ from icc.errors import ICCError
 from icc.models.llm import load_causal_lm
 
 
-def add_lora(model, r: int = 64, alpha: float = 16, dropout: float = 0.05, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")):
+def add_lora(model, r: int = 64, alpha: float = 16, dropout: float = 0.05,
+             target_modules=("q_proj", "k_proj", "v_proj", "o_proj")):
     """`model` wrapped in a PEFT model whose only trainable weights are rank-`r` LoRA matrices on the
     `target_modules` (module name suffixes; default: the attention projections of Llama-like models).
     The update B @ A is scaled by alpha / r; B starts at zero, so the wrapped model computes what

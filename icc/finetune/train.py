@@ -55,6 +55,9 @@ def fit(out: Path, llm: dict, data: dict, lora: dict, trainer: dict, seed: int):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    for key in ("workers", "micro_batch_size", "accumulation", "epochs", "log_every"):
+        if not isinstance(trainer[key], int) or trainer[key] < 1:
+            raise ICCError(f"trainer.{key} must be a positive integer, got {trainer[key]!r}")
     if trainer["zero_stage"] not in (0, 1, 2):
         raise ICCError(f"trainer.zero_stage must be 0, 1 or 2, got {trainer['zero_stage']!r}")
     started = (out / RUN / _SNAPSHOT).exists()
