@@ -1,10 +1,12 @@
 """Shared fixtures: the labelled data in ../shared/data and one real local Ray cluster per session."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,14 +23,35 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 def ray_address(tmp_path_factory):
     """Address of a real Ray head started with `ray start --head` for this test session."""
     temp = tmp_path_factory.mktemp("ray")
-    port = "6391"
+    port = free_port()
     subprocess.run(
         [BIN / "ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
          "--disable-usage-stats", f"--temp-dir={temp}"],
         check=True, capture_output=True,
     )
     yield f"127.0.0.1:{port}"
-    subprocess.run([BIN / "ray", "stop", "--force"], capture_output=True)
+    stop_ray_under(temp)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_ray_under(temp):
+    """Kill the Ray cluster whose processes were started with `temp` as their temp dir, and their workers.
+
+    Unlike `ray stop --force`, this leaves any other Ray on the machine (another test session) alone.
+    """
+    heads = [p for p in psutil.process_iter(["cmdline"]) if any(str(temp) in arg for arg in p.info["cmdline"] or ())]
+    family = {q for p in heads for q in (p, *p.children(recursive=True))}
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
 
 
 @pytest.fixture(scope="session")
