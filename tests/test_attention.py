@@ -10,16 +10,17 @@ from icc.errors import ICCError
 from icc.incontext.attention import (
     affinity_from_attention,
     char_spans_to_token_spans,
-    layer_attention,
-    point_attention,
+    capture_item_attention,
+    item_attention,
+    item_membership,
     spectral_labels,
 )
 from icc.models.hub import SMOLLM2
-from icc.models.llm import generate, load_causal_lm, render_chat
+from icc.models.llm import generate, load_causal_lm, prefill, render_chat
 
 
-def test_point_attention_averages_token_blocks():
-    attn = np.array(
+def test_item_attention_averages_token_blocks():
+    attn = torch.tensor(
         [
             [1.0, 0.0, 0.0, 0.0],
             [0.5, 0.5, 0.0, 0.0],
@@ -27,12 +28,14 @@ def test_point_attention_averages_token_blocks():
             [0.1, 0.3, 0.2, 0.4],
         ]
     )
-    np.testing.assert_allclose(point_attention(attn, [(0, 2), (2, 4)]), [[0.5, 0.0], [0.2, 0.3]])
+    membership = torch.from_numpy(item_membership([(0, 2), (2, 4)], 4))
+    items = item_attention(attn[None], membership[None])
+    np.testing.assert_allclose(items[0].numpy(), [[0.5, 0.0], [0.2, 0.3]], atol=1e-7)
 
 
-def test_point_attention_rejects_empty_span():
+def test_item_membership_rejects_empty_span():
     with pytest.raises(ICCError):
-        point_attention(np.eye(3), [(0, 1), (2, 2)])
+        item_membership([(0, 1), (2, 2)], 3)
 
 
 def test_affinity_normalises_corrects_causal_mask_and_symmetrises():
@@ -92,13 +95,20 @@ def test_char_spans_find_items_in_a_rendered_chat_prompt(smollm2):
         assert item in tokenizer.decode(encoded["input_ids"][start:end])
 
 
-def test_layer_attention_matches_eager_output_attentions(smollm2):
+def token_attention(model, ids: list[int], layers: list[int]) -> dict[int, np.ndarray]:
+    """Head-averaged (T, T) attention of one unpadded sequence: every token an item of its own."""
+    with capture_item_attention(model, layers, torch.eye(len(ids))[None]) as captured:
+        prefill(model, [ids], [[1] * len(ids)])
+    return {layer: captured[layer][0] for layer in layers}
+
+
+def test_captured_attention_matches_eager_output_attentions(smollm2):
     model, tokenizer = smollm2
     assert model.config._attn_implementation == "sdpa"  # a kernel that never forms the weights
     ids = tokenizer("Cluster the points [1, 2], [1, 3] and [8, 9].", add_special_tokens=False)["input_ids"]
     layers = [0, model.config.num_hidden_layers - 1]
 
-    captured = layer_attention(model, ids, layers)
+    captured = token_attention(model, ids, layers)
 
     assert model.config._attn_implementation == "sdpa"
     reference_model, _ = load_causal_lm(SMOLLM2, device="cpu", attn_implementation="eager")
@@ -108,6 +118,29 @@ def test_layer_attention_matches_eager_output_attentions(smollm2):
         expected = reference[layer][0].mean(dim=0).numpy()
         assert captured[layer].shape == (len(ids), len(ids)) and captured[layer].dtype == np.float32
         np.testing.assert_allclose(captured[layer], expected, atol=1e-4)
+
+
+def test_attention_read_in_the_prefill_of_a_padded_batch_equals_each_prompt_alone(smollm2):
+    """Left padding (and generate's positions) must not change an episode's item attention."""
+    from icc.incontext.runner import cluster_episodes
+
+    model, tokenizer = smollm2
+    episodes = [
+        {"points": [[1.0], [1.5], [9.0]], "k": 2, "n": 3},
+        {"points": [[-4.25, 2.0], [-4.0, 2.5], [6.0, -1.0], [6.5, -1.5], [0.0, 0.0]], "k": 2, "n": 5},
+    ]
+    layers = [3, 20]
+
+    batched = cluster_episodes(model, tokenizer, episodes, layers, max_new_tokens=4)
+    unanswered = cluster_episodes(model, tokenizer, episodes, layers, answer=[False, False])
+    alone = [cluster_episodes(model, tokenizer, [e], layers, answer=[False])[0] for e in episodes]
+
+    for batch_result, forward_result, single, episode in zip(batched, unanswered, alone, episodes):
+        assert batch_result["answer"] is not None and forward_result["answer"] is None
+        for layer in layers:
+            assert single["attention"][layer].shape == (episode["n"], episode["n"])
+            np.testing.assert_allclose(batch_result["attention"][layer], single["attention"][layer], atol=1e-5)
+            np.testing.assert_allclose(forward_result["attention"][layer], single["attention"][layer], atol=1e-5)
 
 
 def test_generate_left_pads_a_batch_without_changing_greedy_answers(smollm2):
@@ -135,7 +168,7 @@ def test_adapter_loads_from_safetensors_only(smollm2, tmp_path):
     adapted, _ = load_causal_lm(SMOLLM2, device="cpu", adapter=str(tmp_path))
 
     assert not adapted.training
-    changed = layer_attention(adapted, ids, [1])[1] - layer_attention(model, ids, [1])[1]
+    changed = token_attention(adapted, ids, [1])[1] - token_attention(model, ids, [1])[1]
     assert np.abs(changed).max() > 1e-3
     (tmp_path / "adapter_model.safetensors").unlink()
     with pytest.raises(ICCError, match="allow_pickle"):

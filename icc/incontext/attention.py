@@ -1,9 +1,9 @@
 """Attention spectral clustering (Wang et al., 2025): cluster the items of a prompt with the
 attention the model pays between them, instead of reading its answer.
 
-Pipeline: `layer_attention` (token-level attention of chosen layers, heads averaged) ->
-`point_attention` (item-level, through `char_spans_to_token_spans`) -> `affinity_from_attention`
--> `spectral_labels`.
+Pipeline: `capture_item_attention` (item-level attention of chosen layers, heads averaged, read
+during the pass that answers the prompt; items located by `char_spans_to_token_spans` and
+`item_membership`, reduced by `item_attention`) -> `affinity_from_attention` -> `spectral_labels`.
 """
 
 from collections.abc import Iterator, Sequence
@@ -17,49 +17,50 @@ from icc.cluster.base import check_k
 from icc.errors import ICCError
 
 
-@torch.inference_mode()
-def layer_attention(
-    model, input_ids: Sequence[int] | torch.Tensor, layers: Sequence[int]
-) -> dict[int, np.ndarray]:
-    """Head-averaged attention of one sequence at the decoder layers `layers`.
+@contextmanager
+def capture_item_attention(model, layers: Sequence[int], membership: torch.Tensor) -> Iterator[dict[int, np.ndarray]]:
+    """Record item-level attention during the next forward pass of `model` over a batch.
 
-    input_ids: the T token ids of one unpadded sequence (tokenised with add_special_tokens=False
-        from a rendered prompt, see `icc.models.llm`), so row/column t is token t.
+    membership: (B, n, T) item weights of the batch's B sequences of T tokens (left-padded, as
+        `generate` pads): row i of sequence b is 1 / len(item i) on item i's tokens, 0 elsewhere
+        (all-zero for the items a shorter episode does not have); see `item_membership`.
     layers: indices into the decoder's layers (`model.get_decoder().layers`).
-    Returns {layer: (T, T) float32}, row q the attention weights of query token q over the key
-    tokens (each row sums to 1; zero above the diagonal).
+    Yields {layer: (B, n, n) float32}, filled once the pass has run: M W M^T with W the layer's
+    head-averaged attention (B, T, T), so entry [b, i, j] is the mean attention of item i's tokens
+    to item j's. Only the first pass is read, so the prefill of `model.generate` serves: the
+    prompt's attention comes from the pass that answers it.
 
-    One forward pass, with the model switched to eager attention for its duration (sdpa and flash
-    kernels never form the weights; the previous implementation is restored after), so the weights
-    are exactly the model's own, whatever it adds to plain softmax attention (sliding windows,
-    soft-capping, sinks). A forward hook on each requested attention module reduces its
-    (1, heads, T, T) weights to their head mean at once, so the pass keeps one (T, T) matrix per
-    requested layer, where `output_attentions=True` keeps (heads, T, T) for every layer. Besides,
-    only the layer being computed holds its (heads, T, T) weights, as eager attention always does.
+    The model runs with eager attention while this is active (sdpa and flash kernels never form
+    the weights; the previous implementation is restored after), so the weights are exactly the
+    model's own, whatever it adds to plain softmax attention (sliding windows, soft-capping, sinks).
+    A forward hook reduces each requested layer's (B, heads, T, T) weights to items at once: the
+    pass keeps (B, n, n) per requested layer, where `output_attentions=True` keeps (B, heads, T, T)
+    for every layer; and only the layer being computed holds its weights, as eager attention does.
     """
-    ids = torch.as_tensor(input_ids, device=model.device).reshape(1, -1)
     decoder_layers = model.get_decoder().layers
-    head_means: dict[int, torch.Tensor] = {}
+    membership = membership.to(device=model.device, dtype=torch.float32)
+    captured: dict[int, np.ndarray] = {}
 
-    def keep_head_mean(layer: int):
+    def reduce_to_items(layer: int):
         def hook(module, args, output) -> None:
+            if layer in captured:
+                return
             weights = output[1]
             if weights is None:
                 raise ICCError(f"{type(module).__name__} returns no attention weights under eager attention")
-            head_means[layer] = weights[0].mean(dim=0, dtype=torch.float32)
+            if weights.shape[-1] != membership.shape[-1]:
+                raise ICCError(f"attention over {weights.shape[-1]} tokens, but items over {membership.shape[-1]}")
+            captured[layer] = item_attention(weights.mean(dim=1, dtype=torch.float32), membership).cpu().numpy()
 
         return hook
 
-    handles = [
-        decoder_layers[layer].self_attn.register_forward_hook(keep_head_mean(layer)) for layer in layers
-    ]
+    handles = [decoder_layers[layer].self_attn.register_forward_hook(reduce_to_items(layer)) for layer in layers]
     try:
         with _eager_attention(model):
-            model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            yield captured
     finally:
         for handle in handles:
             handle.remove()
-    return {layer: head_means[layer].cpu().numpy() for layer in layers}
 
 
 @contextmanager
@@ -93,19 +94,22 @@ def char_spans_to_token_spans(
     return token_spans
 
 
-def point_attention(attn: np.ndarray, token_spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Item-level attention (n, n) float64 from token-level attention `attn` (T, T).
-
-    A[i, j] is the mean of attn over all (token of item i, token of item j) pairs, item i being
-    tokens [start, end) of `token_spans[i]`.
-    """
-    # A = M attn M^T, where M[i, t] = 1 / len(item i) if token t is in item i.
-    membership = np.zeros((len(token_spans), attn.shape[0]))
+def item_membership(token_spans: Sequence[tuple[int, int]], length: int) -> np.ndarray:
+    """(n, length) float32 item weights: row i is 1 / len(item i) on the tokens [start, end) of
+    `token_spans[i]` and 0 elsewhere, so that M attn M^T averages attention over item blocks."""
+    membership = np.zeros((len(token_spans), length), dtype=np.float32)
     for i, (start, end) in enumerate(token_spans):
-        if not 0 <= start < end <= attn.shape[0]:
-            raise ICCError(f"token span [{start}, {end}) is empty or outside the {attn.shape[0]} tokens")
+        if not 0 <= start < end <= length:
+            raise ICCError(f"token span [{start}, {end}) is empty or outside the {length} tokens")
         membership[i, start:end] = 1.0 / (end - start)
-    return membership @ attn @ membership.T
+    return membership
+
+
+def item_attention(attention: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """Item-level attention (B, n, n) from token-level attention (B, T, T) and item weights
+    (B, n, T) (`item_membership`): M A M^T, so entry [b, i, j] is the mean of attention over all
+    (token of item i, token of item j) pairs of sequence b."""
+    return membership @ attention @ membership.transpose(1, 2)
 
 
 def affinity_from_attention(attention: np.ndarray) -> np.ndarray:

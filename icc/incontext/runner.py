@@ -14,10 +14,10 @@ import pyarrow as pa
 import torch
 
 from icc.errors import ICCError
-from icc.incontext.attention import char_spans_to_token_spans, layer_attention, point_attention
+from icc.incontext.attention import capture_item_attention, char_spans_to_token_spans, item_membership
 from icc.incontext.prompt import chat_messages, numeric_prompt, parse_labels, text_prompt
 from icc.models.hub import resolve_model
-from icc.models.llm import generate, load_causal_lm, render_chat
+from icc.models.llm import generate, load_causal_lm, prefill, render_chat
 from icc.runtime import actor_pool
 
 # Tokens an answer needs besides its n labels: brackets, a few words before the list, end of turn.
@@ -70,39 +70,43 @@ def cluster_episodes(
 ) -> list[dict]:
     """Generated labels and item attention for each episode (see `render_episode` for its keys).
 
-    layers: decoder layers whose attention is read (one forward pass per episode).
+    layers: decoder layers whose attention is read, during the prefill of the batched `generate`
+        call that answers the episodes (a forward pass of their prompts for the unanswered ones).
     max_new_tokens: bound on each answer; with `new_tokens_per_item`, also at most
         new_tokens_per_item * n + 10 tokens, n being the largest episode of the batch.
     answer: which episodes get a generated answer (None: all); the others only attention.
     Returns per episode {"answer": str, "labels": n ints (-1: missing), "parse_status": str}
     (None each when not answered) and {"attention": {layer: (n, n) float32}}, A[i, j] the mean
-    head-averaged attention of item i's tokens to item j's (see `point_attention`).
+    head-averaged attention of item i's tokens to item j's (see `item_attention`).
     """
     answer = [True] * len(episodes) if answer is None else list(answer)
-    rendered = [render_episode(tokenizer, e) for e in episodes]
-    asked = [i for i, a in enumerate(answer) if a]
-    replies = {}
-    if asked:
-        budget = max_new_tokens
-        if new_tokens_per_item is not None:
-            largest = max(episodes[i]["n"] for i in asked)
-            budget = min(max_new_tokens, new_tokens_per_item * largest + _ANSWER_OVERHEAD_TOKENS)
-        texts = generate(model, tokenizer, [rendered[i][0] for i in asked], budget)
-        replies = dict(zip(asked, texts))
-    results = []
-    for i, (episode, (prompt, spans)) in enumerate(zip(episodes, rendered)):
-        result = {"answer": None, "labels": None, "parse_status": None, "attention": {}}
-        if i in replies:
-            labels, status = parse_labels(replies[i], episode["n"])
-            result.update(answer=replies[i], labels=labels, parse_status=status)
-        if layers:
-            encoded = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
-            token_spans = char_spans_to_token_spans(encoded["offset_mapping"], spans)
-            attention = layer_attention(model, encoded["input_ids"], layers)
-            result["attention"] = {
-                layer: point_attention(attention[layer], token_spans).astype(np.float32) for layer in layers
-            }
-        results.append(result)
+    results = [{"answer": None, "labels": None, "parse_status": None, "attention": {}} for _ in episodes]
+    for asked in (True, False):
+        group = [i for i, a in enumerate(answer) if a == asked]
+        if not group or not (asked or layers):
+            continue
+        rendered = [render_episode(tokenizer, episodes[i]) for i in group]
+        prompts = [prompt for prompt, _ in rendered]
+        batch = tokenizer(prompts, padding=True, add_special_tokens=False, return_offsets_mapping=True)
+        length = len(batch["input_ids"][0])
+        n_max = max(episodes[i]["n"] for i in group)
+        membership = np.zeros((len(group), n_max, length), dtype=np.float32)
+        for row, (offsets, (_, spans)) in enumerate(zip(batch["offset_mapping"], rendered)):
+            membership[row, : len(spans)] = item_membership(char_spans_to_token_spans(offsets, spans), length)
+        with capture_item_attention(model, layers, torch.from_numpy(membership)) as attention:
+            if asked:
+                budget = max_new_tokens
+                if new_tokens_per_item is not None:
+                    budget = min(max_new_tokens, new_tokens_per_item * n_max + _ANSWER_OVERHEAD_TOKENS)
+                replies = generate(model, tokenizer, prompts, budget)
+            else:
+                prefill(model, batch["input_ids"], batch["attention_mask"])
+        for row, i in enumerate(group):
+            n = episodes[i]["n"]
+            if asked:
+                labels, status = parse_labels(replies[row], n)
+                results[i].update(answer=replies[row], labels=labels, parse_status=status)
+            results[i]["attention"] = {layer: attention[layer][row, :n, :n] for layer in layers}
     return results
 
 

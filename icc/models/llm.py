@@ -97,3 +97,13 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
         **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
     )
     return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@torch.inference_mode()
+def prefill(model, input_ids, attention_mask) -> None:
+    """One forward pass over a left-padded batch (lists or (B, T) tensors), with the positions
+    `generate` gives it (counted from each sequence's first real token), for hooks to read."""
+    input_ids = torch.as_tensor(input_ids, device=model.device)
+    attention_mask = torch.as_tensor(attention_mask, device=model.device)
+    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+    model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=1)
