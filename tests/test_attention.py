@@ -15,6 +15,7 @@ from icc.incontext.attention import (
     item_membership,
     spectral_labels,
 )
+from icc.incontext.runner import check_layers, cluster_episodes
 from icc.models.hub import SMOLLM2
 from icc.models.llm import generate, load_causal_lm, prefill, render_chat
 
@@ -122,8 +123,6 @@ def test_captured_attention_matches_eager_output_attentions(smollm2):
 
 def test_attention_read_in_the_prefill_of_a_padded_batch_equals_each_prompt_alone(smollm2):
     """Left padding (and generate's positions) must not change an episode's item attention."""
-    from icc.incontext.runner import cluster_episodes
-
     model, tokenizer = smollm2
     episodes = [
         {"points": [[1.0], [1.5], [9.0]], "k": 2, "n": 3},
@@ -135,6 +134,9 @@ def test_attention_read_in_the_prefill_of_a_padded_batch_equals_each_prompt_alon
     unanswered = cluster_episodes(model, tokenizer, episodes, layers, answer=[False, False])
     alone = [cluster_episodes(model, tokenizer, [e], layers, answer=[False])[0] for e in episodes]
 
+    plain = cluster_episodes(model, tokenizer, episodes, (), max_new_tokens=4)
+    assert [r["answer"] for r in batched] == [r["answer"] for r in plain]  # reading attention changes no answer
+    assert model.config._attn_implementation == "sdpa"
     for batch_result, forward_result, single, episode in zip(batched, unanswered, alone, episodes):
         assert batch_result["answer"] is not None and forward_result["answer"] is None
         for layer in layers:
@@ -173,3 +175,17 @@ def test_adapter_loads_from_safetensors_only(smollm2, tmp_path):
     (tmp_path / "adapter_model.safetensors").unlink()
     with pytest.raises(ICCError, match="allow_pickle"):
         load_causal_lm(SMOLLM2, device="cpu", adapter=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "layers, expected",
+    [("all", [0, 1, 2, 3, 4, 5, 6]), ("every_3", [0, 3, 6]), ("every_2", [0, 2, 4, 6]), ([-1, 2, 2], [2, 6])],
+)
+def test_check_layers(layers, expected):
+    assert check_layers(layers, 7) == expected
+
+
+@pytest.mark.parametrize("layers", ["every_0", "every_x", "some", 3, [7], [1.5]])
+def test_check_layers_rejects(layers):
+    with pytest.raises(ICCError, match="attention layers"):
+        check_layers(layers, 7)

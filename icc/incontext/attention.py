@@ -30,16 +30,27 @@ def capture_item_attention(model, layers: Sequence[int], membership: torch.Tenso
     to item j's. Only the first pass is read, so the prefill of `model.generate` serves: the
     prompt's attention comes from the pass that answers it.
 
-    The model runs with eager attention while this is active (sdpa and flash kernels never form
-    the weights; the previous implementation is restored after), so the weights are exactly the
-    model's own, whatever it adds to plain softmax attention (sliding windows, soft-capping, sinks).
-    A forward hook reduces each requested layer's (B, heads, T, T) weights to items at once: the
-    pass keeps (B, n, n) per requested layer, where `output_attentions=True` keeps (B, heads, T, T)
-    for every layer; and only the layer being computed holds its weights, as eager attention does.
+    The requested layers run eager attention in that pass (sdpa and flash kernels never form the
+    weights), so the weights are exactly the model's own, whatever it adds to plain softmax
+    attention (sliding windows, soft-capping, sinks); the others keep the model's kernel. A forward
+    hook reduces each requested layer's (B, heads, T, T) weights to items at once: the pass keeps
+    (B, n, n) per requested layer, where `output_attentions=True` keeps (B, heads, T, T) for every
+    layer; and only the layer being computed holds its weights, as eager attention does.
     """
     decoder_layers = model.get_decoder().layers
     membership = membership.to(device=model.device, dtype=torch.float32)
+    previous = model.config._attn_implementation
     captured: dict[int, np.ndarray] = {}
+
+    # The pass starts under eager attention, so the model builds the additive float mask that eager
+    # needs (and other kernels accept); each requested layer runs eager until it is read, every
+    # other layer and every later pass (generate's decoding steps) with the previous, faster kernel.
+    def to_eager(layer: int):
+        def pre_hook(module, args) -> None:
+            if layer not in captured:
+                model.set_attn_implementation("eager")
+
+        return pre_hook
 
     def reduce_to_items(layer: int):
         def hook(module, args, output) -> None:
@@ -51,25 +62,19 @@ def capture_item_attention(model, layers: Sequence[int], membership: torch.Tenso
             if weights.shape[-1] != membership.shape[-1]:
                 raise ICCError(f"attention over {weights.shape[-1]} tokens, but items over {membership.shape[-1]}")
             captured[layer] = item_attention(weights.mean(dim=1, dtype=torch.float32), membership).cpu().numpy()
+            model.set_attn_implementation(previous)
 
         return hook
 
-    handles = [decoder_layers[layer].self_attn.register_forward_hook(reduce_to_items(layer)) for layer in layers]
+    attention_modules = [decoder_layers[layer].self_attn for layer in layers]
+    handles = [m.register_forward_pre_hook(to_eager(layer)) for m, layer in zip(attention_modules, layers)]
+    handles += [m.register_forward_hook(reduce_to_items(layer)) for m, layer in zip(attention_modules, layers)]
+    model.set_attn_implementation("eager" if layers else previous)
     try:
-        with _eager_attention(model):
-            yield captured
+        yield captured
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextmanager
-def _eager_attention(model) -> Iterator[None]:
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
         model.set_attn_implementation(previous)
 
 

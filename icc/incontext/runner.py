@@ -34,12 +34,15 @@ def num_layers(model: str, trust_remote_code: bool = False) -> int:
 
 
 def check_layers(layers, count: int) -> list[int]:
-    """Decoder layer indices from "all" or a list of ints (negative ones count from the last) for a
-    model of `count` layers; sorted, without duplicates."""
+    """Decoder layer indices for a model of `count` layers, sorted, without duplicates, from "all",
+    "every_<s>" (every s-th layer, counted so that the last layer is in) or a list of ints
+    (negative ones count from the last)."""
     if layers == "all":
         return list(range(count))
+    if isinstance(layers, str) and layers.startswith("every_") and layers[6:].isdigit() and int(layers[6:]) > 0:
+        return list(range(count - 1, -1, -int(layers[6:])))[::-1]
     if isinstance(layers, (str, int)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
-        raise ICCError(f"attention layers must be 'all' or a list of integers, got {layers!r}")
+        raise ICCError(f"attention layers must be 'all', 'every_<s>' or a list of integers, got {layers!r}")
     if any(not -count <= x < count for x in layers):
         raise ICCError(f"attention layers {list(layers)} outside the model's {count} layers (0..{count - 1})")
     return sorted({x % count for x in layers})
