@@ -1,18 +1,22 @@
 """The `icc` command: `icc <pipeline> [hydra overrides]`, e.g. `icc cluster clusterer.k=12`."""
 
+import ast
 import importlib
 import pkgutil
 import sys
+from pathlib import Path
 
 import pipelines
 
 
 def available() -> dict[str, str]:
-    """{pipeline name: first line of its docstring} for every module in `pipelines/`."""
+    """{pipeline name: first line of its docstring} for every module in `pipelines/`, read from the
+    source, so that `icc --help` does not import torch and Ray."""
     found = {}
     for module in pkgutil.iter_modules(pipelines.__path__):
-        doc = importlib.import_module(f"pipelines.{module.name}").__doc__ or ""
-        found[module.name] = doc.strip().splitlines()[0] if doc.strip() else ""
+        source = Path(module.module_finder.path, f"{module.name}.py").read_text()
+        doc = (ast.get_docstring(ast.parse(source)) or "").strip()
+        found[module.name] = doc.splitlines()[0] if doc else ""
     return found
 
 
