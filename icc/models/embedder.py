@@ -1,20 +1,29 @@
-"""Text encoder: a Hugging Face model, mean pooling over tokens, L2-normalised vectors.
+"""Text encoder: a Hugging Face model, mean or last-token pooling, L2-normalised vectors.
+
+Encoders (sentence-transformers models) use mean pooling; a causal LM (AutoModel gives its
+decoder, whose `last_hidden_state` is the final layer's hidden states) can be pooled either way:
+"last" takes the last non-padding token, the only one that has attended to the whole text.
 
 `TextEmbedder` is a callable class, so Ray Data can hold one model per actor
 (`ds.map_batches(TextEmbedder, compute=ActorPoolStrategy(...))`); it also works on its own.
 """
 
+import functools
 import os
 
 import numpy as np
 import torch
+import transformers
 
+from icc.errors import ICCError
 from icc.models.hub import load_kwargs, resolve_model
 from icc.runtime import actor_pool
 
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
+TOKENIZE = ("auto", "stage", "actor")
+POOLINGS = ("mean", "last")
 
 
 class TextEmbedder:
@@ -28,6 +37,8 @@ class TextEmbedder:
     device: "cuda", "cpu" or None (cuda when available). On GPU the forward pass runs under
         fp16/bf16 autocast (`dtype`).
     num_threads: torch threads; None: all cores of the machine.
+    pooling: "mean" over the non-padding tokens, or "last": the hidden state of the last
+        non-padding token (for causal LMs).
     """
 
     def __init__(
@@ -41,9 +52,12 @@ class TextEmbedder:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         text_column: str = "text",
+        pooling: str = "mean",
     ):
         from transformers import AutoModel, AutoTokenizer
 
+        if pooling not in POOLINGS:
+            raise ICCError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
         # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); on a CPU node the model should use them all.
         torch.set_num_threads(num_threads or os.cpu_count())
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -51,10 +65,13 @@ class TextEmbedder:
         path = resolve_model(model)
         kwargs = load_kwargs(trust_remote_code, allow_pickle)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModel.from_pretrained(path, **kwargs).to(self.device).eval()
         self.max_length = min(max_length, self.tokenizer.model_max_length)
         self.batch_size = batch_size or (256 if self.device.type == "cuda" else 16)
         self.text_column = text_column
+        self.pooling = pooling
         self.dim = self.model.config.hidden_size
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -73,30 +90,64 @@ class TextEmbedder:
             vectors[idx], lengths[idx] = self._embed_batch([texts[i] for i in idx])
         return vectors, lengths
 
-    @torch.inference_mode()
     def _embed_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        tokens = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
+        return self._forward(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                            return_tensors="pt"))
+
+    def embed_tokens(self, input_ids: list) -> tuple[np.ndarray, np.ndarray]:
+        """`embed_with_lengths` for texts tokenised already (`tokenize_batch`): rows of token ids."""
+        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+        vectors = np.empty((len(input_ids), self.dim), dtype=np.float32)
+        lengths = np.empty(len(input_ids), dtype=np.int64)
+        for start in range(0, len(input_ids), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            vectors[idx], lengths[idx] = self._forward(self._pad([input_ids[i] for i in idx]))
+        return vectors, lengths
+
+    def _pad(self, rows: list) -> "transformers.BatchEncoding":
+        """input_ids and attention_mask (b, longest) of token id rows, padded on the tokenizer's side."""
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, ids in enumerate(rows):
+            at = slice(0, len(ids)) if self.tokenizer.padding_side == "right" else slice(width - len(ids), width)
+            input_ids[j, at] = torch.as_tensor(ids, dtype=torch.long)
+            mask[j, at] = 1
+        return transformers.BatchEncoding({"input_ids": input_ids, "attention_mask": mask})
+
+    @torch.inference_mode()
+    def _forward(self, tokens) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors (b, dim) and token counts (b,) of one padded batch of token ids."""
+        tokens = tokens.to(self.device)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             hidden = self.model(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mask = tokens["attention_mask"]
         lengths = mask.sum(1)
-        pooled = (hidden * mask).sum(1) / lengths.clamp(min=1)
+        if self.pooling == "last":
+            # The last 1 of each mask row: right or left padding alike.
+            last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / lengths.clamp(min=1).unsqueeze(-1)
         vectors = torch.nn.functional.normalize(pooled.float(), dim=-1)
-        return vectors.cpu().numpy(), lengths[:, 0].long().cpu().numpy()
+        return vectors.cpu().numpy(), lengths.long().cpu().numpy()
 
     def __call__(self, batch: dict) -> dict:
         """Ray Data batch: adds `vector` (dim floats) and `truncated` (bool) to a batch of texts.
 
-        Rows whose `reject` is set are not embedded; their vector is all zeros.
+        Rows whose `reject` is set are not embedded; their vector is all zeros. A batch with an
+        `input_ids` column (from `tokenize_batch`) is not tokenised again; the column is dropped.
         """
         texts = batch[self.text_column]
         ok = np.array([not r for r in batch["reject"]], dtype=bool)
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         lengths = np.zeros(len(texts), dtype=np.int64)
-        if ok.any():
+        if ok.any() and "input_ids" in batch:
+            vectors[ok], lengths[ok] = self.embed_tokens(batch["input_ids"][ok])
+        elif ok.any():
             vectors[ok], lengths[ok] = self.embed_with_lengths([str(t) for t in texts[ok]])
+        batch.pop("input_ids", None)
         batch["vector"] = vectors
         batch["truncated"] = lengths >= self.max_length
         return batch
@@ -110,6 +161,33 @@ def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return getattr(torch, dtype)
 
 
+@functools.lru_cache(maxsize=4)
+def _tokenizer(model: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+
+
+def tokenize_batch(batch: dict, model: str, max_length: int = 256, trust_remote_code: bool = False,
+                   text_column: str = "text") -> dict:
+    """Ray Data batch: adds `input_ids` (int32 token ids, at most max_length; none for rejected
+    rows), as `TextEmbedder` would tokenise, so that a stage of CPU tasks does it instead of the
+    (GPU) actors. The tokenizer is loaded once per worker process."""
+    tokenizer = _tokenizer(model, trust_remote_code)
+    max_length = min(max_length, tokenizer.model_max_length)
+    texts = batch[text_column]
+    ok = np.array([not r for r in batch["reject"]], dtype=bool)
+    column = np.empty(len(texts), dtype=object)
+    column[:] = [np.zeros(0, np.int32)] * len(texts)
+    if ok.any():
+        cut = max_length * _CHARS_PER_TOKEN_BOUND
+        encoded = tokenizer([str(t)[:cut] for t in texts[ok]], truncation=True, max_length=max_length)["input_ids"]
+        for i, row in zip(np.flatnonzero(ok), encoded):
+            column[i] = np.asarray(row, dtype=np.int32)
+    batch["input_ids"] = column
+    return batch
+
+
 def embed_dataset(
     ds,
     model: str,
@@ -117,16 +195,27 @@ def embed_dataset(
     actors: int | None = None,
     num_gpus: float | None = None,
     cpus_per_actor: float = 1,
+    tokenize: str = "auto",
+    embedder_class: type = TextEmbedder,
     **embedder_kwargs,
 ):
     """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors
     (one model each; see `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
     `rows_per_batch` rows go to an actor at a time, which sorts them by length and runs them in
-    `batch_size` forward passes.
+    `batch_size` forward passes. tokenize: "stage" (CPU tasks before the actors, fused with
+    reading, so that the actors only pad and run the model), "actor" (in the actors) or "auto"
+    (stage when the actors hold GPUs). `embedder_class`: TextEmbedder or a subclass that adds columns.
     """
+    if tokenize not in TOKENIZE:
+        raise ICCError(f"unknown embedder.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
+    pool = actor_pool(actors, num_gpus, cpus_per_actor)
+    if tokenize == "stage" or (tokenize == "auto" and pool["num_gpus"]):
+        options = {key: embedder_kwargs[key] for key in ("max_length", "trust_remote_code", "text_column")
+                   if key in embedder_kwargs}
+        ds = ds.map_batches(tokenize_batch, fn_kwargs={"model": model, **options}, batch_size=rows_per_batch)
     return ds.map_batches(
-        TextEmbedder,
+        embedder_class,
         fn_constructor_kwargs={"model": model, **embedder_kwargs},
         batch_size=rows_per_batch,
-        **actor_pool(actors, num_gpus, cpus_per_actor),
+        **pool,
     )
