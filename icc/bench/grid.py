@@ -1,0 +1,114 @@
+"""The bench grid read from the config: embedders x clusterers x datasets, validated up front."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from icc.cluster import make_clusterer
+from icc.errors import ICCError
+from icc.models.embedder import POOLINGS
+
+EMBEDDER_KINDS = ("transformer", "tfidf")
+REDUCTIONS = ("pca", "truncate")
+# Settings of a transformer embedder that change how fast it runs, not the vectors it returns.
+RUNTIME_KEYS = ("batch_size", "rows_per_batch", "actors", "num_gpus", "cpus_per_actor", "num_threads",
+                "allow_pickle", "trust_remote_code")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A labelled corpus: `path` (file, directory or glob), its text and label columns, and k
+    (None: the number of distinct labels)."""
+
+    name: str
+    path: str
+    text_column: str = "text"
+    label_column: str = "label"
+    k: int | None = None
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """kind "transformer": `params` are `embed_dataset` keyword arguments (model, pooling, ...);
+    kind "tfidf": `fit_tfidf` keyword arguments."""
+
+    name: str
+    kind: str
+    params: dict = field(hash=False)
+
+    def vector_params(self) -> dict:
+        """The settings that determine the vectors: the embedding cache key."""
+        return {"kind": self.kind, **{k: v for k, v in self.params.items() if k not in RUNTIME_KEYS}}
+
+
+@dataclass(frozen=True)
+class ClustererSpec:
+    """`params` are `make_clusterer` keyword arguments; params["name"] is the algorithm."""
+
+    name: str
+    params: dict = field(hash=False)
+
+
+def dataset_specs(names: list[str], presets: dict) -> list[DatasetSpec]:
+    specs = []
+    for name in _names(names, "bench.datasets"):
+        if name not in presets:
+            raise ICCError(f"unknown dataset '{name}' in bench.datasets (choose from {', '.join(presets)}, "
+                           f"or add one: +datasets.{name}={{path:...,text_column:...,label_column:...}})")
+        preset = dict(presets[name])
+        if not preset.get("path") or not preset.get("label_column"):
+            raise ICCError(f"dataset '{name}' needs a path and a label_column (the labels score the clusters)")
+        specs.append(DatasetSpec(name=name, **preset))
+    return specs
+
+
+def embedder_specs(names: list[str], presets: dict, transformer_defaults: dict) -> list[EmbedderSpec]:
+    """Presets by name; a name that is no preset is a HF model id ("org/name") or a local directory,
+    embedded with mean pooling. Transformer presets are `transformer_defaults` with their keys on top."""
+    specs = []
+    for name in _names(names, "bench.embedders"):
+        if name in presets:
+            preset = dict(presets[name])
+        elif "/" in name or Path(name).expanduser().is_dir():
+            preset = {"model": name}
+        else:
+            raise ICCError(f"unknown embedder '{name}' in bench.embedders (choose from {', '.join(presets)}, "
+                           "a Hugging Face id such as org/model, or a local model directory)")
+        kind = preset.pop("kind", "transformer")
+        if kind not in EMBEDDER_KINDS:
+            raise ICCError(f"embedder '{name}': unknown kind '{kind}' (choose from {', '.join(EMBEDDER_KINDS)})")
+        if kind == "transformer":
+            preset = {**transformer_defaults, **preset}
+            if preset.get("pooling", "mean") not in POOLINGS:
+                raise ICCError(f"embedder '{name}': unknown pooling '{preset['pooling']}' (choose from {', '.join(POOLINGS)})")
+        specs.append(EmbedderSpec(name=name, kind=kind, params=preset))
+    return specs
+
+
+def clusterer_specs(names: list[str], presets: dict) -> list[ClustererSpec]:
+    specs = []
+    for name in _names(names, "bench.clusterers"):
+        if name not in presets:
+            raise ICCError(f"unknown clusterer '{name}' in bench.clusterers (choose from {', '.join(presets)})")
+        params = dict(presets[name])
+        make_clusterer(**params)  # an unknown algorithm or bad parameter fails now, not in a Ray task
+        specs.append(ClustererSpec(name=name, params=params))
+    return specs
+
+
+def check_dims(dims, reduce: str) -> list[int]:
+    """Embedding sizes of the size experiment: positive integers, largest first."""
+    if reduce not in REDUCTIONS:
+        raise ICCError(f"unknown bench.reduce '{reduce}' (choose from {', '.join(REDUCTIONS)})")
+    dims = list(dims or [])
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ICCError(f"bench.dims must be positive integers, got {dims}")
+    return sorted(set(dims), reverse=True)
+
+
+def _names(names, key: str) -> list[str]:
+    names = [str(n) for n in (names or [])]
+    if not names:
+        raise ICCError(f"{key} is empty")
+    if len(set(names)) < len(names):
+        raise ICCError(f"{key} names something twice: {names}")
+    return names

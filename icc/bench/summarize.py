@@ -1,0 +1,88 @@
+"""The paper's summarisation experiment: an LLM summary of each text, embedded instead of the text.
+
+Summaries are written once per (dataset, LLM settings) to a cached Parquet file (columns text,
+label; rows in input order), which then goes through the bench like any other dataset. A row
+that was rejected (empty text) keeps an empty summary, and so stays rejected.
+"""
+
+import os
+import time
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from icc.bench.cache import cache_key, commit_entry, entry_path, file_fingerprint, new_entry
+from icc.bench.grid import DatasetSpec
+from icc.data.corpus import read_corpus
+from icc.models.llm import generate, load_causal_lm, render_chat
+from icc.runtime import actor_pool, read_json, write_json
+
+
+class Summarizer:
+    """Ray Data actor: one causal LM; a batch (pyarrow, columns text and reject) gets its `text`
+    replaced by the model's summary (greedy, at most `max_new_tokens`); rejected rows keep "".
+
+    prompt: a format string with {text}; each text is cut to `max_chars` characters in it.
+    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, ...).
+    """
+
+    def __init__(self, model: str, prompt: str, max_new_tokens: int = 64, max_chars: int = 2000,
+                 num_threads: int | None = None, **load_options):
+        torch.set_num_threads(num_threads or os.cpu_count())
+        self.model, self.tokenizer = load_causal_lm(model, **load_options)
+        self.prompt, self.max_new_tokens, self.max_chars = prompt, max_new_tokens, max_chars
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts, reject = batch.column("text").to_pylist(), batch.column("reject").to_pylist()
+        asked = [i for i, r in enumerate(reject) if not r]
+        prompts = [render_chat(self.tokenizer, [{"role": "user", "content": self.prompt.format(
+            text=" ".join(texts[i].split())[: self.max_chars])}]) for i in asked]
+        answers = generate(self.model, self.tokenizer, prompts, self.max_new_tokens) if prompts else []
+        summaries = [""] * len(texts)
+        for i, answer in zip(asked, answers):
+            summaries[i] = answer.strip()
+        return batch.set_column(batch.schema.get_field_index("text"), "text", pa.array(summaries, pa.string()))
+
+
+def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, prompt: str, max_new_tokens: int = 64,
+                       max_chars: int = 2000, texts_per_batch: int = 8) -> tuple[DatasetSpec, dict]:
+    """The dataset of summaries (cached; see module docstring) and its meta: seconds, texts, cached.
+
+    llm: `Summarizer` model/load options and `actor_pool` options (actors, num_gpus, cpus_per_actor).
+    """
+    pool = {key: llm.get(key) for key in ("actors", "num_gpus")} | {"cpus_per_actor": llm.get("cpus_per_actor", 1)}
+    options = {key: value for key, value in llm.items() if key not in pool}
+    settings = {"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars,
+                **{k: v for k, v in options.items() if k != "num_threads"}}
+    key = cache_key(data=file_fingerprint(dataset.path), text=dataset.text_column, label=dataset.label_column,
+                    summarizer=settings)
+    entry = entry_path(cache_dir, "summaries", key)
+    summary = replace(dataset, name=f"{dataset.name} (summaries)", path=str(entry / "summaries.parquet"),
+                      text_column="text", label_column="label")
+    if (entry / "meta.json").exists():
+        return summary, {**read_json(entry / "meta.json"), "cached": True}
+
+    partial = new_entry(entry)
+    start = time.perf_counter()
+    ds = read_corpus(dataset.path, dataset.text_column, label_column=dataset.label_column).map_batches(
+        Summarizer,
+        fn_constructor_kwargs={"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars, **options},
+        batch_size=texts_per_batch,
+        batch_format="pyarrow",
+        **actor_pool(**pool),
+    )
+    writer, n = None, 0
+    for batch in ds.select_columns(["text", "label"]).iter_batches(batch_format="pyarrow", batch_size=None):
+        table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        writer = writer or pq.ParquetWriter(partial / "summaries.parquet", table.schema)
+        writer.write_table(table)
+        n += table.num_rows
+    if writer:
+        writer.close()
+    meta = {"dataset": dataset.name, "summarizer": settings, "texts": n,
+            "seconds": round(time.perf_counter() - start, 3)}
+    write_json(partial / "meta.json", meta)
+    commit_entry(partial, entry)
+    return summary, {**meta, "cached": False}
