@@ -17,6 +17,10 @@ from icc.data.corpus import clean_texts, list_files
 from icc.errors import ICCError
 from icc.incontext.synthetic import make_episodes, sample_numeric_episodes
 
+# Larger values overflow the standardisation (squares beyond float64) or the float32 distances
+# of the k-means baseline: 1e308 would silently become 0 after scaling by an infinite deviation.
+MAX_ABS_VALUE = 1e15
+
 SCHEMA = pa.schema([
     ("episode", pa.int64()),
     ("split", pa.string()),
@@ -54,11 +58,15 @@ def episodes_table(episodes: list[dict]) -> pa.Table:
 
 
 def _synthetic(data: dict, seed: int, count: int) -> list[dict]:
-    return make_episodes(count, data["ks"], data["ds"], data["dfs"], seed, tuple(data["n_range"]))
+    try:
+        return make_episodes(count, data["ks"], data["ds"], data["dfs"], seed, tuple(data["n_range"]))
+    except ValueError as e:  # e.g. more clusters than points
+        raise ICCError(f"synthetic episodes: {e}") from None
 
 
 def read_numeric(path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points (N, d) float64 from a whitespace-separated matrix and labels (N,) int64, one a line."""
+    """Points (N, d) float64 from a whitespace-separated matrix and labels (N,) int64, one a line.
+    ICCError unless every value is finite and at most MAX_ABS_VALUE in magnitude."""
     try:
         X = np.loadtxt(path, ndmin=2)
         y = np.loadtxt(labels_path, dtype=np.int64, ndmin=1)
@@ -68,6 +76,8 @@ def read_numeric(path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
         raise ICCError(f"{path} has {len(X)} rows but {labels_path} has {len(y)} labels")
     if not np.isfinite(X).all():
         raise ICCError(f"{path} holds NaN or infinite values")
+    if np.abs(X).max(initial=0) > MAX_ABS_VALUE:
+        raise ICCError(f"{path} holds values up to {np.abs(X).max():g}, beyond {MAX_ABS_VALUE:g}: rescale the data")
     return X, y
 
 

@@ -6,8 +6,11 @@ attention can later be read per item.
 """
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
+
+from icc.errors import ICCError
 
 SYSTEM_PROMPT = "You are a data clustering expert."
 
@@ -39,7 +42,10 @@ def _concat(parts: list[tuple[str, bool]]) -> Prompt:
 
 
 def _number(x: float) -> str:
-    """x rounded to 2 decimals, shortest form: 1.23, -4.5, 2.0 (as str() of a Python list)."""
+    """x rounded to 2 decimals, shortest form: 1.23, -4.5, 2.0 (as str() of a Python list); ICCError
+    for NaN and infinities, which no prompt can show as numbers."""
+    if not math.isfinite(x):
+        raise ICCError(f"cannot write {x} into a prompt: points must be finite")
     return repr(round(float(x), 2) + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 

@@ -77,6 +77,24 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_kwargs(trust_remote_code: bool, allow_pickle: bool) -> dict:
-    """`from_pretrained` keyword arguments for our security defaults: safetensors, no remote code."""
+# Weight files that torch.load unpickles: loading one can run arbitrary code.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def load_kwargs(trust_remote_code: bool, allow_pickle: bool, path: str | None = None) -> dict:
+    """`from_pretrained` keyword arguments for our security defaults: safetensors weights only
+    (transformers refuses a model without them) and no code from the model's repository.
+
+    path: the resolved model (see `resolve_model`); a local directory whose weights are all pickled
+        is refused here with a clear ICCError, before transformers' own error, unless `allow_pickle`.
+    """
+    if path is not None and not allow_pickle:
+        directory = Path(path)
+        if directory.is_dir() and not any(directory.glob("*.safetensors")):
+            pickled = sorted(f.name for f in directory.iterdir() if f.suffix in PICKLE_SUFFIXES)
+            if pickled:
+                raise ICCError(
+                    f"model {path} has pickled weights only ({', '.join(pickled)}), which can run code when "
+                    "loaded: convert them to safetensors, or set allow_pickle=true if you trust them"
+                )
     return {"trust_remote_code": trust_remote_code, "use_safetensors": None if allow_pickle else True}
