@@ -10,17 +10,42 @@ from pathlib import Path
 
 from icc.errors import ICCError
 
+# Times a batch is retried after the actor running it died (see `actor_pool`).
+ACTOR_TASK_RETRIES = 3
 PACKAGES = ["icc", "ray", "torch", "transformers", "peft", "deepspeed", "pyarrow", "scikit-learn", "faiss-cpu", "hydra-core"]
 
 
 @contextlib.contextmanager
 def user_errors():
-    """Turn ICCError into one line on stderr and exit code 2, without a traceback."""
+    """Turn ICCError (raised here or inside a Ray task or actor) and a failure of a Ray Data read
+    task (a file that cannot be parsed) into one line on stderr and exit code 2, without a traceback."""
     try:
         yield
-    except ICCError as e:
-        print(f"icc: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = _user_error_message(e)
+        if message is None:
+            raise
+        print(f"icc: error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def _user_error_message(error: Exception) -> str | None:
+    from ray.exceptions import RayTaskError
+
+    if isinstance(error, ICCError):  # a RayTaskError wrapping an ICCError is an ICCError too
+        return root_message(error)
+    # The first line names the task's process after Ray Data's operators: "ray::ReadCSV->MapBatches(...)".
+    if isinstance(error, RayTaskError) and "ray::Read" in str(error).lstrip().split("\n", 1)[0]:
+        return f"cannot read the input data: {root_message(error)}"
+    return None
+
+
+def root_message(error: BaseException) -> str:
+    """The first line of `error`'s message; for a Ray task error, of the exception raised in the task."""
+    while isinstance(getattr(error, "cause", None), BaseException) and error.cause is not error:
+        error = error.cause
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True) -> None:
@@ -41,16 +66,32 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
 
     With GPUs in the cluster, each actor takes `num_gpus` (default 1) and there is one actor per
     GPU unless `actors` is set; without GPUs, `actors` (default 1) CPU actors.
+
+    Faults: an actor whose process dies (killed, out of memory, node lost) is restarted without
+    limit -- it holds nothing but its model, which it loads again -- and each batch it was running
+    is retried on the restarted actor up to ACTOR_TASK_RETRIES times, so no row is lost; a batch
+    that kills its actor every time fails the job instead of looping forever.
     """
     import ray
     from ray.data import ActorPoolStrategy
 
+    if actors is not None and (not isinstance(actors, int) or isinstance(actors, bool) or actors < 1):
+        raise ICCError(f"actors must be a positive integer or null, got {actors!r}")
+    for name, value in (("num_gpus", num_gpus), ("cpus_per_actor", cpus_per_actor)):
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            raise ICCError(f"{name} must be a non-negative number, got {value!r}")
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if num_gpus is None:
         num_gpus = 1 if cluster_gpus else 0
     if actors is None:
         actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
-    return {"compute": ActorPoolStrategy(size=actors), "num_gpus": num_gpus, "num_cpus": cpus_per_actor}
+    return {
+        "compute": ActorPoolStrategy(size=actors),
+        "num_gpus": num_gpus,
+        "num_cpus": cpus_per_actor,
+        "max_restarts": -1,
+        "max_task_retries": ACTOR_TASK_RETRIES,
+    }
 
 
 class StageTimer:

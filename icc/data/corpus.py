@@ -1,19 +1,24 @@
 """Read a text corpus (Parquet, CSV or JSONL; a file, a directory or a glob) as a Ray Dataset.
 
-The dataset streams: nothing here pulls the corpus into the driver. Each row comes out with
-`text` (str), `reject` ("" or the reason the row cannot be embedded), `replaced` (whether
-undecodable bytes were replaced) and, when configured, `id` and `label`.
+The dataset streams: nothing here pulls the corpus into the driver (only the id column, when
+configured, to check that ids are unique). Each row comes out with `text` (str), `reject` ("" or
+the reason the row cannot be embedded), `replaced` (whether undecodable bytes were replaced) and,
+when configured, `id` and `label`.
 """
 
+import contextlib
 import glob
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from icc.errors import ICCError
+from icc.runtime import root_message
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 # pyarrow parses CSV and JSONL in blocks that must hold a whole row: this bounds one text's size.
@@ -59,10 +64,16 @@ def read_table(files: list[str], fmt: str):
 
 
 def read_corpus(path: str, text_column: str, id_column: str | None = None, label_column: str | None = None):
-    """Ray Dataset of prepared rows (see module docstring); raises ICCError on a bad path or column."""
+    """Ray Dataset of prepared rows (see module docstring).
+
+    Raises ICCError for a bad path, a file that cannot be parsed (truncated Parquet, malformed CSV
+    or JSON, a text encoding other than UTF-8) as far as the schema shows it, a missing column, a
+    text column that holds no text (numbers), and ids that are empty or repeat.
+    """
     files, fmt = list_files(path)
-    ds = read_table(files, fmt)
-    schema = ds.schema()
+    with _readable(path):
+        ds = read_table(files, fmt)
+        schema = ds.schema()
     if schema is None:  # no file holds a row
         raise ICCError(f"the corpus is empty: {path}")
     columns = schema.names
@@ -70,15 +81,70 @@ def read_corpus(path: str, text_column: str, id_column: str | None = None, label
     for role, name in wanted.items():
         if name and name not in columns:
             raise ICCError(f"{role} column '{name}' not in {path} (columns: {', '.join(columns)})")
+    text_type = dict(zip(columns, schema.types))[text_column]
+    if not _is_text_type(text_type):
+        raise ICCError(
+            f"text column '{text_column}' holds {text_type} values, not text: choose another data.text_column"
+        )
+    if id_column:
+        with _readable(path):
+            ids = _gather(ds.select_columns([id_column]))
+        check_unique_ids(ids, id_column)
     keep = {role: name for role, name in wanted.items() if name}
     return ds.select_columns(list(dict.fromkeys(keep.values()))).map_batches(
         prepare_batch, fn_kwargs={"columns": keep}, batch_format="pyarrow"
     )
 
 
+def _gather(ds) -> pa.ChunkedArray:
+    """The one column of a small-valued dataset, in the driver (ids: one value per row, which the
+    driver holds later anyway)."""
+    return pa.chunked_array([batch.column(0) for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None)])
+
+
+def check_unique_ids(ids: pa.ChunkedArray, id_column: str) -> None:
+    """ICCError if an id is empty or repeats."""
+    if ids.null_count:
+        raise ICCError(
+            f"data.id_column '{id_column}' has {ids.null_count} empty ids: fill them or set data.id_column=null "
+            "(row numbers)"
+        )
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        example = repeated[0]
+        raise ICCError(
+            f"data.id_column '{id_column}' repeats {len(repeated)} ids (e.g. {example['values'].as_py()!r} "
+            f"{example['counts'].as_py()} times): make them unique or set data.id_column=null (row numbers)"
+        )
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_null(t) or any(
+        check(t) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                               pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+    )
+
+
+@contextlib.contextmanager
+def _readable(path: str):
+    """Turn a failure to parse the corpus files into ICCError with the parser's first line."""
+    try:
+        yield
+    except (pa.ArrowException, OSError, UnicodeError, json.JSONDecodeError) as e:
+        raise ICCError(f"cannot read {path}: {root_message(e)}") from None
+
+
 def prepare_batch(table: pa.Table, columns: dict[str, str]) -> pa.Table:
     """Rename columns to their roles and clean the text column (see `clean_texts`)."""
-    texts, reject, replaced = clean_texts(table.column(columns["text"]).to_pylist())
+    text = table.column(columns["text"])
+    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+        # The CSV reader may type a column as string from its first rows although later rows hold
+        # bytes that are not UTF-8: read the bytes and let clean_texts decode them.
+        text = text.cast(pa.large_binary() if pa.types.is_large_string(text.type) else pa.binary())
+    texts, reject, replaced = clean_texts(text.to_pylist())
     out = {"text": texts, "reject": reject, "replaced": replaced}
     for role in ("id", "label"):
         if role in columns:
@@ -90,16 +156,16 @@ def clean_texts(values: list) -> tuple[list[str], list[str], list[bool]]:
     """Texts as str, with the reject reason ("" if fine) and whether bytes were replaced.
 
     Bytes are decoded as UTF-8 with undecodable bytes replaced by U+FFFD; other non-str values
-    (numbers) are formatted with str(); None, NaN and whitespace-only texts are rejected.
+    (numbers) are formatted with str(); None, NaN and whitespace-only texts are rejected. A text
+    holding U+FFFD counts as replaced, whoever replaced its bytes (this, or the JSON reader).
     """
     texts, reject, replaced = [], [], []
     for value in values:
-        was_bytes = isinstance(value, bytes)
-        if was_bytes:
+        if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
         missing = value is None or (isinstance(value, float) and np.isnan(value))
         text = "" if missing else str(value)
         texts.append(text)
         reject.append("" if text.strip() else "empty text")
-        replaced.append(was_bytes and "\ufffd" in text)
+        replaced.append("\ufffd" in text)
     return texts, reject, replaced
