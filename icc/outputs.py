@@ -3,26 +3,27 @@
 import numpy as np
 import pyarrow as pa
 
-from icc.data.embedded import EmbeddedCorpus, vector_array
+from icc.data.embedded import vector_array
 
 NOISE = "noise"
 
 
-def assignments_table(corpus: EmbeddedCorpus, labels: np.ndarray, distances: np.ndarray,
+def assignments_table(ids, reject: np.ndarray, labels: np.ndarray, distances: np.ndarray,
                       membership: np.ndarray | None = None) -> pa.Table:
     """One row per input row: id, cluster (-1 when rejected or noise), distance to the cluster's
     centroid, membership (fuzzy clusterers only) and reason (null unless cluster is -1).
 
-    labels, distances, membership: (n_ok,) for the embedded rows, in row order.
+    ids, reject: (n,) per input row, reject "" for the embedded rows; labels, distances,
+    membership: (n_ok,) for the embedded rows, in row order.
     """
-    n, ok = len(corpus.ids), corpus.ok
+    n, ok = len(ids), reject == ""
     cluster = np.full(n, -1, dtype=np.int64)
     cluster[ok] = labels
     distance = np.full(n, np.nan, dtype=np.float32)
     distance[ok] = np.where(labels >= 0, distances, np.nan)
-    reason = np.where(ok, np.where(cluster == -1, NOISE, ""), corpus.reject)
+    reason = np.where(ok, np.where(cluster == -1, NOISE, ""), reject)
     columns = {
-        "id": corpus.ids,
+        "id": ids,
         "cluster": cluster,
         "distance": pa.array(distance, from_pandas=True),
         "reason": pa.array(np.where(reason == "", None, reason).tolist(), pa.string()),

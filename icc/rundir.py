@@ -1,13 +1,16 @@
-"""A finished `icc cluster` run, read back from its output directory (for search and the report)."""
+"""A finished `icc cluster` run, read back from its output directory (for search and the report).
+
+texts, embeddings and assignments are directories of Parquet shards (`icc.data.embedded`), or
+single Parquet files in runs written before the shards; both read the same.
+"""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from icc.data.embedded import take_texts, vector_matrix
+from icc.data.embedded import read_output, take_texts, vector_matrix
 from icc.errors import ICCError
 from icc.outputs import NOISE
 from icc.runtime import read_json
@@ -57,7 +60,7 @@ def load_run(run_dir) -> ClusterRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ICCError(f"run directory {run_dir} does not exist (give the output.dir of an icc cluster run)")
-    missing = [name for name in FILES if not (run_dir / name).is_file()]
+    missing = [name for name in FILES if not (run_dir / name).exists()]
     if missing:
         raise ICCError(f"{run_dir} is not a complete icc cluster run: missing {', '.join(missing)}")
     run, metrics = read_json(run_dir / "run.json"), read_json(run_dir / "metrics.json")
@@ -90,6 +93,6 @@ def load_run(run_dir) -> ClusterRun:
 
 def _read(path: Path, columns: list[str] | None) -> pa.Table:
     try:
-        return pq.read_table(path, columns=columns)
+        return read_output(path, columns)
     except (pa.ArrowInvalid, KeyError, OSError) as e:
         raise ICCError(f"cannot read {path}: {str(e).splitlines()[0]}") from None

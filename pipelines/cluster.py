@@ -9,14 +9,15 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from icc.cluster import make_clusterer
+from icc.cluster.sharded import assign_shards, expand_contingency, fit_shards
 from icc.config import CONFIG_DIR, to_kwargs
 from icc.data.corpus import read_corpus
-from icc.data.embedded import collect_embeddings, take_texts
+from icc.data.embedded import take_texts, write_embedded
 from icc.errors import ICCError
 from icc.labeler import make_labeler
 from icc.metrics import external_metrics, internal_metrics
 from icc.models.embedder import embed_dataset
-from icc.outputs import assignments_table, central_members, clusters_table
+from icc.outputs import clusters_table
 from icc.report import check_projection, write_report
 from icc.rundir import load_run
 from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
@@ -31,36 +32,32 @@ def run(cfg: DictConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
     labeler = _labeler(cfg)
+    clusterer = make_clusterer(cfg.clusterer.name, **to_kwargs(cfg.clusterer, "name"))
     if cfg.report.enabled:
         check_projection(cfg.report.projection)
     start_ray(**cfg.ray)
 
     with timer("embed"):
         ds = read_corpus(cfg.data.path, cfg.data.text_column, cfg.data.id_column, cfg.data.label_column)
-        corpus = collect_embeddings(embed_dataset(ds, **to_kwargs(cfg.embedder)), out)
-    n_rows, n_ok = len(corpus.ids), int(corpus.ok.sum())
+        shards = write_embedded(embed_dataset(ds, **to_kwargs(cfg.embedder)), out, cfg.output.shard_rows)
+    n_rows, n_ok = shards.n_rows, shards.n_embedded
     if n_rows == 0:
         raise ICCError(f"the corpus is empty: {cfg.data.path}")
     if n_ok == 0:
         raise ICCError(f"no text to cluster: all {n_rows} rows were rejected (empty texts)")
 
     with timer("cluster"):
-        clusterer = make_clusterer(cfg.clusterer.name, **to_kwargs(cfg.clusterer, "name"))
-        labels = clusterer.fit_predict(corpus.vectors)
-        centers = clusterer.cluster_centers_
-        distances = np.linalg.norm(corpus.vectors - centers[np.maximum(labels, 0)], axis=1)
-        membership = clusterer.membership(corpus.vectors).max(axis=1) if hasattr(clusterer, "membership") else None
-
-    with timer("write"):
-        assignments = assignments_table(corpus, labels, distances, membership)
-        pq.write_table(assignments, out / "assignments.parquet")
+        fitted = fit_shards(clusterer, shards)
+        clusterer = fitted.clusterer  # fitted in a Ray task: a copy comes back
+    with timer("assign"):
         top = max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0)
-        central = central_members(labels, distances, len(centers), top)
-        texts = take_texts(out / "texts.parquet", np.flatnonzero(corpus.ok)[np.concatenate(central)])
-        splits = np.cumsum([len(c) for c in central])[:-1]
+        assigned = assign_shards(fitted, shards, top)
+        centers, sizes = clusterer.cluster_centers_, assigned.sizes
+    with timer("write"):
+        texts = take_texts(out / "texts.parquet", np.concatenate(assigned.central))
+        splits = np.cumsum([len(c) for c in assigned.central])[:-1]
         member_texts = [list(t) for t in np.split(np.array(texts, dtype=object), splits)]
         central_texts = [t[:CENTRAL_TEXTS] for t in member_texts]
-        sizes = np.bincount(labels[labels >= 0], minlength=len(centers))
 
     with timer("label"):
         names = labeler.names(member_texts) if labeler else None
@@ -70,25 +67,30 @@ def run(cfg: DictConfig) -> Path:
         "rows": n_rows,
         "embedded": n_ok,
         "rejected": int(n_rows - n_ok),
-        "reject_reasons": dict(zip(*map(list, np.unique(corpus.reject[~corpus.ok], return_counts=True)))),
-        "undecodable_rows_replaced": corpus.replaced,
-        "truncated_to_max_length": corpus.truncated,
+        "reject_reasons": shards.reject_reasons,
+        "undecodable_rows_replaced": shards.replaced,
+        "truncated_to_max_length": shards.truncated,
         "k": len(centers),
-        "noise": int((labels == -1).sum()),
+        "noise": assigned.noise,
+        "fit_rows": int(clusterer.fit_rows_),
+        "fit": "distributed k-means over Ray blocks" if fitted.distributed else "in memory",
+        "nodes": len(assigned.nodes),
         "seconds": timer.seconds,
         "texts_per_s": round(n_ok / timer.seconds["embed"], 2),
-        **internal_metrics(corpus.vectors, labels),
+        "internal_metrics_rows": len(assigned.sample_clusters),
+        **internal_metrics(assigned.sample_vectors, assigned.sample_clusters),
     }
+    if getattr(clusterer, "inertia_", None) is not None:
+        metrics["inertia"] = clusterer.inertia_
     if getattr(clusterer, "k_scores_", None):
         metrics["k_silhouette"] = clusterer.k_scores_
-    if corpus.labels is not None:
-        labelled = ~_is_missing(corpus.labels)
-        metrics.update(external_metrics(corpus.labels[labelled].astype(str), assignments["cluster"].to_numpy()[labelled]))
+    if shards.has_labels:
+        metrics.update(external_metrics(*expand_contingency(assigned.contingency)))
     write_json(out / "metrics.json", metrics)
     write_json(out / "run.json", {
         "pipeline": "cluster",
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "embedder": {"model": cfg.embedder.model, "dim": int(corpus.vectors.shape[1]), "pooling": "mean",
+        "embedder": {"model": cfg.embedder.model, "dim": shards.dim, "pooling": cfg.embedder.get("pooling", "mean"),
                      "normalized": True, "max_length": cfg.embedder.max_length},
         "versions": package_versions(),
     })
@@ -103,10 +105,6 @@ def _labeler(cfg: DictConfig):
     if cfg.labeler.name == "llm":
         params.update(to_kwargs(cfg.llm, *LLM_GENERATION_KEYS))
     return make_labeler(cfg.labeler.name, **params)
-
-
-def _is_missing(values: np.ndarray) -> np.ndarray:
-    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values], dtype=bool)
 
 
 def _print_summary(out: Path, metrics: dict, sizes: np.ndarray, central_texts: list[list[str]],

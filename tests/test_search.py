@@ -93,7 +93,7 @@ def test_missing_or_incomplete_run_dir_is_one_line_and_exit_2(banking_run, tmp_p
     run = tmp_path / "run"
     if damage != "absent":
         shutil.copytree(banking_run, run)
-        (run / damage).unlink()
+        shutil.rmtree(run / damage)  # a directory of Parquet shards
     result = run_icc("search", f"run={run}", "query=card")
     assert result.returncode == 2
     assert result.stderr.startswith("icc: error:") and len(result.stderr.strip().splitlines()) == 1
@@ -109,7 +109,9 @@ def test_damaged_run_dir_is_an_icc_error(banking_run, tmp_path, damage, message)
     run = tmp_path / "run"
     shutil.copytree(banking_run, run)
     if damage == "assignments.parquet":
-        (run / damage).write_bytes(b"PAR1 not really")
+        (run / damage / "part-00000.parquet").write_bytes(b"PAR1 not really")
+    elif damage == "texts.parquet":
+        shutil.rmtree(run / damage)
     else:
         (run / damage).unlink()
     with pytest.raises(ICCError, match=message):

@@ -9,8 +9,11 @@ from icc.cluster.base import Clusterer, check_vectors
 class FuzzyCMeans(Clusterer):
     """Fuzzy c-means with fuzzifier `m` (2 in the LLM-embeddings paper).
 
-    Hard labels are the cluster of highest membership; `membership(X)` gives (n, k).
+    Hard labels are the cluster of highest membership, which is the nearest centroid;
+    `membership(X)` gives (n, k).
     """
+
+    labels_are_nearest_centroid = True
 
     def __init__(self, k=8, m: float = 2.0, max_iter: int = 300, tol: float = 1e-5, seed: int = 0, **kwargs):
         super().__init__(k=k, seed=seed, **kwargs)

@@ -1,95 +1,227 @@
-"""The driver's streaming pass over an embedded corpus: Parquet out, vectors kept for clustering.
+"""The embedded corpus on disk: Parquet shards written as the embedded dataset streams past.
 
-Rows arrive in input order, batch by batch; texts go straight to `texts.parquet` and vectors to
-`embeddings.parquet`, so the driver holds only the vectors (n, dim) and one value per row of
-id, label and reject reason.
+`write_embedded(ds, out_dir)` consumes a Ray Dataset of embedded rows batch by batch (in input
+order) and writes
+
+    out_dir/texts.parquet/part-00000.parquet ...       every input row: id, text, reject, replaced, truncated[, label]
+    out_dir/embeddings.parquet/part-00000.parquet ...  the embedded rows (reject == ""): id, vector
+
+Shard i of both directories holds the same input rows, so a shard's first row number is the sum of
+the rows of the shards before it. The driver holds one batch at a time and a few numbers per shard
+(`Shards`), written last to `embed.json`, which marks the stage complete. Every reader here also
+takes a single Parquet file, the layout of runs written before the shards.
 """
 
-from dataclasses import dataclass
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from icc.errors import ICCError
+
+MANIFEST = "embed.json"
+
 
 @dataclass
-class EmbeddedCorpus:
-    """ids, labels (or None), reject reasons ("" when embedded): (n,) each; vectors: (n_ok, dim)
-    float32 for the rows with an empty reject reason, in row order."""
+class Shards:
+    """Where an embedded corpus lies and what it holds.
 
-    ids: np.ndarray
-    labels: np.ndarray | None
-    reject: np.ndarray
-    vectors: np.ndarray
-    replaced: int
-    truncated: int
+    rows, embedded: per shard, input rows and embedded rows; dim: vector size; has_labels: a
+    `label` column (str, null when missing) in texts; replaced, truncated: counts over the corpus;
+    reject_reasons: {reason: rows}.
+    """
+
+    dir: Path
+    rows: list[int] = field(default_factory=list)
+    embedded: list[int] = field(default_factory=list)
+    dim: int = 0
+    has_labels: bool = False
+    replaced: int = 0
+    truncated: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
-    def ok(self) -> np.ndarray:
-        return self.reject == ""
+    def n_rows(self) -> int:
+        return sum(self.rows)
+
+    @property
+    def n_embedded(self) -> int:
+        return sum(self.embedded)
+
+    def first_rows(self) -> np.ndarray:
+        """(shards,) row number of each shard's first row."""
+        return np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(np.int64) if self.rows else np.zeros(0, np.int64)
+
+    def texts(self, shard: int) -> Path:
+        return self.dir / "texts.parquet" / _part(shard)
+
+    def embeddings(self, shard: int) -> Path:
+        return self.dir / "embeddings.parquet" / _part(shard)
+
+    def save(self) -> None:
+        record = {key: value for key, value in asdict(self).items() if key != "dir"}
+        _write_atomic(self.dir / MANIFEST, json.dumps(record, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, out_dir) -> "Shards | None":
+        """The manifest of a completed embed stage in `out_dir`, or None if there is none."""
+        path = Path(out_dir) / MANIFEST
+        if not path.is_file():
+            return None
+        return cls(dir=Path(out_dir), **json.loads(path.read_text()))
+
+
+def _part(shard: int) -> str:
+    return f"part-{shard:05d}.parquet"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     """(n, dim) float32 -> an Arrow column of fixed-size lists."""
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).ravel(), pa.float32()),
+                                             vectors.shape[1])
 
 
-def vector_matrix(column: pa.ChunkedArray) -> np.ndarray:
+def vector_matrix(column) -> np.ndarray:
     """An Arrow column of fixed-size float32 lists -> (n, dim) float32, the inverse of `vector_array`."""
-    column = column.combine_chunks()
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
 
 
-def collect_embeddings(ds, out_dir: Path) -> EmbeddedCorpus:
+class _ShardWriter:
+    """Writes batches to the current pair of shards, opening the next pair before a batch that would
+    take it past `shard_rows` rows (a larger batch gets a shard of its own)."""
+
+    def __init__(self, shards: Shards, shard_rows: int):
+        self.shards, self.shard_rows = shards, shard_rows
+        self.texts = self.embeddings = None
+
+    def write(self, texts: pa.Table, embeddings: pa.Table) -> None:
+        if self.texts is None or self.shards.rows[-1] + texts.num_rows > self.shard_rows:
+            self.close()
+            shard = len(self.shards.rows)
+            self.texts = pq.ParquetWriter(self.shards.texts(shard), texts.schema)
+            self.embeddings = pq.ParquetWriter(self.shards.embeddings(shard), embeddings.schema)
+            self.shards.rows.append(0)
+            self.shards.embedded.append(0)
+        self.texts.write_table(texts.cast(self.texts.schema))
+        self.embeddings.write_table(embeddings.cast(self.embeddings.schema))
+        self.shards.rows[-1] += texts.num_rows
+        self.shards.embedded[-1] += embeddings.num_rows
+
+    def close(self) -> None:
+        for writer in (self.texts, self.embeddings):
+            if writer is not None:
+                writer.close()
+        self.texts = self.embeddings = None
+
+
+def write_embedded(ds, out_dir, shard_rows: int = 65536) -> Shards:
     """Stream an embedded dataset (columns text, reject, replaced, vector, truncated and optional
-    id, label) into `out_dir`/texts.parquet (id, text) and embeddings.parquet (id, vector; embedded
-    rows only). Without an id column, ids are row numbers."""
-    ids, labels, reject, vectors = [], [], [], []
-    replaced = truncated = n_rows = 0
-    writers: dict[str, pq.ParquetWriter] = {}
-
-    def write(name: str, table: pa.Table) -> None:
-        if name not in writers:
-            writers[name] = pq.ParquetWriter(out_dir / f"{name}.parquet", table.schema)
-        writers[name].write_table(table)
-
+    id, label) into shards under `out_dir` (see the module docstring); at most `shard_rows` input
+    rows per shard, or one batch when a batch is larger. Without an id column, ids are row numbers. Returns the saved manifest."""
+    out_dir = Path(out_dir)
+    for name in ("texts.parquet", "embeddings.parquet", MANIFEST):
+        remove_output(out_dir / name)
+    (out_dir / "texts.parquet").mkdir(parents=True)
+    (out_dir / "embeddings.parquet").mkdir()
+    shards = Shards(dir=out_dir)
+    writer = _ShardWriter(shards, shard_rows)
+    reasons: dict[str, int] = {}
+    n_rows = 0
     try:
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             n = len(batch["text"])
-            batch_ids = batch["id"] if "id" in batch else np.arange(n_rows, n_rows + n)
+            ids = batch["id"] if "id" in batch else np.arange(n_rows, n_rows + n)
             ok = batch["reject"] == ""
-            write("texts", pa.table({"id": batch_ids, "text": batch["text"]}))
-            if ok.any():
-                write("embeddings", pa.table({"id": batch_ids[ok], "vector": vector_array(batch["vector"][ok])}))
-            ids.append(batch_ids)
-            labels.append(batch.get("label"))
-            reject.append(batch["reject"])
-            vectors.append(batch["vector"][ok])
-            replaced += int(batch["replaced"].sum())
-            truncated += int(batch["truncated"][ok].sum())
+            columns = {"id": ids, "text": batch["text"], "reject": batch["reject"], "replaced": batch["replaced"],
+                       "truncated": batch["truncated"] & ok}
+            if "label" in batch:
+                columns["label"] = pa.array([None if _missing(v) else str(v) for v in batch["label"]], pa.string())
+                shards.has_labels = True
+            shards.dim = batch["vector"].shape[1]
+            writer.write(pa.table(columns), pa.table({"id": ids[ok], "vector": vector_array(batch["vector"][ok])}))
+            for reason, count in zip(*np.unique(batch["reject"][~ok], return_counts=True)):
+                reasons[str(reason)] = reasons.get(str(reason), 0) + int(count)
+            shards.replaced += int(batch["replaced"].sum())
+            shards.truncated += int(columns["truncated"].sum())
             n_rows += n
     finally:
-        for writer in writers.values():
-            writer.close()
-    has_labels = bool(labels) and labels[0] is not None
-    return EmbeddedCorpus(
-        ids=np.concatenate(ids) if ids else np.array([]),
-        labels=np.concatenate(labels) if has_labels else None,
-        reject=np.concatenate(reject).astype(str) if reject else np.array([], dtype=str),
-        vectors=np.concatenate(vectors) if vectors else np.zeros((0, 0), np.float32),
-        replaced=replaced,
-        truncated=truncated,
-    )
+        writer.close()
+    shards.reject_reasons = reasons
+    shards.save()
+    return shards
 
 
-def take_texts(path: Path, positions: np.ndarray) -> list[str]:
-    """Texts at row `positions` of a texts.parquet, in the order given, streaming over the file."""
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def remove_output(path: Path) -> None:
+    """Delete an output of an earlier run: a directory of shards or a single file."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def parquet_files(path) -> list[Path]:
+    """The Parquet files of an output: the file itself, or a directory's shards in order."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(path.glob("part-*.parquet"))
+    if path.is_file():
+        return [path]
+    raise ICCError(f"missing {path}")
+
+
+def read_output(path, columns: list[str] | None = None) -> pa.Table:
+    """A whole output (file or directory of shards) as one table, rows in order."""
+    files = parquet_files(path)
+    tables = [pq.read_table(f, columns=columns) for f in files]
+    if not tables:
+        raise ICCError(f"no Parquet shards in {path}")
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def take_texts(path, positions: np.ndarray) -> list[str]:
+    """Texts at row `positions` of a texts output (file or shards), in the order given, streaming."""
     positions = np.asarray(positions, dtype=np.int64)
     found = np.empty(len(positions), dtype=object)
     offset = 0
-    for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
-        inside = (positions >= offset) & (positions < offset + batch.num_rows)
-        found[inside] = batch.column(0).take(positions[inside] - offset).to_pylist()
-        offset += batch.num_rows
+    for file in parquet_files(path):
+        parquet = pq.ParquetFile(file)
+        rows = parquet.metadata.num_rows
+        if ((positions >= offset) & (positions < offset + rows)).any():
+            for batch in parquet.iter_batches(columns=["text"]):
+                inside = (positions >= offset) & (positions < offset + batch.num_rows)
+                found[inside] = batch.column(0).take(positions[inside] - offset).to_pylist()
+                offset += batch.num_rows
+        else:
+            offset += rows
     return found.tolist()
+
+
+def sample_mask(n: int, fraction: float, seed: int, shard: int) -> np.ndarray:
+    """(n,) bool: the rows of embeddings shard `shard` in a `fraction` sample, the same on every call."""
+    if fraction >= 1:
+        return np.ones(n, dtype=bool)
+    return np.random.default_rng([seed, shard]).random(n) < fraction
+
+
+def read_vectors(shards: Shards, shard: int, fraction: float = 1.0, seed: int = 0) -> np.ndarray:
+    """(m, dim) float32 vectors of one embeddings shard; with fraction < 1 its `sample_mask` rows."""
+    vectors = vector_matrix(pq.read_table(shards.embeddings(shard), columns=["vector"])["vector"])
+    vectors = vectors.reshape(-1, shards.dim)
+    return vectors[sample_mask(len(vectors), fraction, seed, shard)]

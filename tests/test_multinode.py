@@ -1,0 +1,55 @@
+"""Multi-node on one machine, through the real job-submission path: a Ray head and a second node
+started with `ray start`, `icc cluster` submitted with `ray job submit --working-dir`, its outputs checked."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import BIN, ROOT, TEXT, free_port, stop_ray_under
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """(GCS address, dashboard URL) of a head and a worker node of one CPU each, stopped afterwards."""
+    temp = tmp_path_factory.mktemp("ray2")
+    port, dashboard = free_port(), free_port()
+    common = ["--num-cpus=1", "--object-store-memory=400000000", "--disable-usage-stats"]
+    try:
+        subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *common],
+                       check=True, capture_output=True, timeout=180)
+        subprocess.run([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *common],
+                       check=True, capture_output=True, timeout=180)
+        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
+    finally:
+        stop_ray_under(temp)
+
+
+def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
+    _, dashboard = two_nodes
+    out = tmp_path / "run"
+    # --working-dir uploads the repository (Ray leaves out what .gitignore lists: .venv, outputs, runs);
+    # the job runs the pipeline from the upload with this venv's Python, and joins the cluster it runs on.
+    submit = [BIN / "ray", "job", "submit", f"--address={dashboard}", f"--working-dir={ROOT}", "--",
+              sys.executable, "-m", "pipelines.cluster", "ray.address=auto", "ray.progress_bars=false", "data=file",
+              f"data.path={TEXT / 'cstr.csv'}", "data.label_column=label", "clusterer.k=4", "labeler=none",
+              "report.enabled=false", "output.shard_rows=64", "embedder.rows_per_batch=32", f"output.dir={out}"]
+    deadline = time.monotonic() + 120
+    while True:
+        result = subprocess.run(submit, capture_output=True, text=True, timeout=600)
+        # The head's job agent registers a few seconds after `ray start` returns.
+        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "succeeded" in result.stdout
+    assert "Uploading package" in result.stdout + result.stderr or "working_dir" in result.stdout + result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nodes"] == 2  # the shards were assigned on both nodes
+    assert metrics["rows"] == 299 and metrics["acc"] >= 0.75
+    assignments = pq.read_table(out / "assignments.parquet")
+    assert assignments["id"].to_pylist() == list(range(299)) and len(list((out / "assignments.parquet").iterdir())) > 1
