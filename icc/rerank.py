@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from icc.errors import ICCError
-from icc.models.llm import load_causal_lm, render_chat
+from icc.models.llm import load_causal_lm, next_token_logits, render_chat
 
 PROMPT = (
     "Query: {query}\n\nText A: {a}\n\nText B: {b}\n\n"
@@ -66,16 +66,6 @@ class PairwiseJudge:
             for i in range(0, len(prompts), self.batch_size)
         ])
         return torch.softmax(logits, dim=-1)[:, 0].numpy()
-
-
-@torch.inference_mode()
-def next_token_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """(len(prompts), vocab) float32 logits of the token after each rendered prompt, one left-padded batch."""
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    # With left padding, positions must start at each prompt's first real token (as generate does).
-    position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    output = model(**batch, position_ids=position_ids, logits_to_keep=1)
-    return output.logits[:, -1].float().cpu()
 
 
 def _single_token(tokenizer, text: str) -> int:

@@ -17,7 +17,7 @@ from icc.errors import ICCError
 from icc.incontext.attention import affinity_from_attention, spectral_labels
 from icc.incontext.baselines import point_baselines, text_baselines
 from icc.incontext.episodes import build_episodes, episodes_table
-from icc.incontext.runner import ATTENTION_TYPE, attention_column, check_layers, map_episodes, num_layers
+from icc.incontext.runner import ATTENTION_TYPE, attention_column, check_layers, num_layers, run_episodes
 from icc.incontext.scoring import GROUPS, METRICS, episode_scores, mean_by_layer, summarize
 from icc.models.embedder import TextEmbedder
 from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
@@ -28,9 +28,6 @@ METHODS = ["generate", "attention", "attention_oracle", "kmeans", "gmm", "spectr
 
 
 def run(cfg: DictConfig) -> Path:
-    import ray
-    import ray.data
-
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
@@ -47,11 +44,9 @@ def run(cfg: DictConfig) -> Path:
         if auto:
             episodes += build_episodes(data, attention["validation_seed"], attention["validation_episodes"], "validation")
 
-    with timer("llm"):  # sorted by prompt size, so that a generate call pads little
+    with timer("llm"):
         start_ray(**cfg.ray)
-        table = episodes_table(episodes).sort_by([("d", "ascending"), ("n", "ascending")])
-        ds = map_episodes(ray.data.from_arrow(table), layers=layers, **llm)
-        rows = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("episode").to_pylist()
+        rows = run_episodes(episodes_table(episodes), layers=layers, **llm)
     test = [r for r in rows if r["split"] == "test"]
     validation = [r for r in rows if r["split"] == "validation"]
 

@@ -4,10 +4,9 @@ freedom seen and unseen in training, with a paired bootstrap interval of the acc
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from icc.incontext.episodes import build_episodes, episodes_table
-from icc.incontext.runner import map_episodes
+from icc.incontext.runner import run_episodes
 from icc.incontext.scoring import GROUPS, METRICS, episode_scores, summarize
 
 
@@ -18,15 +17,10 @@ def held_out_episodes(episodes: int, ks: list[int], ds: list[int], dfs: list[flo
 
 
 def generated_labels(episodes: list[dict], llm: dict) -> list[dict]:
-    """The LLM's answers to `episodes` on a Ray Data actor pool (`icc.incontext.runner.map_episodes`,
+    """The LLM's answers to `episodes` on a Ray Data actor pool (`icc.incontext.runner.run_episodes`,
     `llm` being its keyword arguments, `adapter` included): per episode, in order, the episode's
     fields and `answer`, `pred_generate` (n ints, -1: missing) and `parse_status`."""
-    import ray
-    import ray.data
-
-    table = episodes_table(episodes).sort_by([("d", "ascending"), ("n", "ascending")])  # little padding
-    ds = map_episodes(ray.data.from_arrow(table), **llm)
-    return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("episode").to_pylist()
+    return run_episodes(episodes_table(episodes), **llm)
 
 
 def score_episodes(rows: dict[str, list[dict]], seen_dfs) -> pd.DataFrame:

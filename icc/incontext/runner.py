@@ -2,7 +2,7 @@
 chosen layers.
 
 `cluster_episodes` does the work for a loaded model; `EpisodeRunner` holds one model per Ray Data
-actor and applies it to batches of episodes (`map_episodes`); `ICCClusterer` applies it to one
+actor and applies it to batches of episodes (`run_episodes`); `ICCClusterer` applies it to one
 data set.
 """
 
@@ -156,24 +156,33 @@ class EpisodeRunner:
         return batch
 
 
-def map_episodes(
-    ds,
+def run_episodes(
+    table: pa.Table,
     model: str,
     episodes_per_batch: int = 16,
     actors: int | None = None,
     num_gpus: float | None = None,
     cpus_per_actor: float = 1,
     **runner_kwargs,
-):
-    """Run `EpisodeRunner` over a Ray Dataset of episodes on a pool of actors, one model each (see
-    `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`). An actor answers
-    `episodes_per_batch` episodes per `generate` call (left-padded; sort episodes by length first
-    to keep the padding small).
+) -> list[dict]:
+    """Run `EpisodeRunner` over a table of episodes (`episodes.SCHEMA`) on a Ray Data pool of actors,
+    one model each (see `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
+    Returns the output rows in `episode` order.
+
+    Episodes are sorted by size (d, then n) so that each `generate` call of `episodes_per_batch`
+    episodes pads little, and each such batch is a block of its own: blocks spread over the actors,
+    and the dataset shows progress batch by batch.
     """
-    return ds.map_batches(
+    import ray
+    import ray.data
+
+    table = table.sort_by([("d", "ascending"), ("n", "ascending")])
+    blocks = [table.slice(start, episodes_per_batch) for start in range(0, table.num_rows, episodes_per_batch)]
+    ds = ray.data.from_arrow(blocks).map_batches(
         EpisodeRunner,
         fn_constructor_kwargs={"model": model, **runner_kwargs},
         batch_size=episodes_per_batch,
         batch_format="pyarrow",
         **actor_pool(actors, num_gpus, cpus_per_actor),
     )
+    return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("episode").to_pylist()

@@ -100,10 +100,19 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[
 
 
 @torch.inference_mode()
-def prefill(model, input_ids, attention_mask) -> None:
+def prefill(model, input_ids, attention_mask) -> torch.Tensor:
     """One forward pass over a left-padded batch (lists or (B, T) tensors), with the positions
-    `generate` gives it (counted from each sequence's first real token), for hooks to read."""
+    `generate` gives it (counted from each sequence's first real token). Returns the (B, vocab)
+    float32 logits of the token after each sequence; forward hooks can read the rest."""
     input_ids = torch.as_tensor(input_ids, device=model.device)
     attention_mask = torch.as_tensor(attention_mask, device=model.device)
     position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-    model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, logits_to_keep=1)
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                   logits_to_keep=1)
+    return output.logits[:, -1].float().cpu()
+
+
+def next_token_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), vocab) float32 logits of the token after each rendered prompt, one left-padded batch."""
+    batch = tokenizer(prompts, padding=True, add_special_tokens=False)
+    return prefill(model, batch["input_ids"], batch["attention_mask"])
