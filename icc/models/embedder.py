@@ -63,7 +63,7 @@ class TextEmbedder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.autocast_dtype = _autocast_dtype(dtype, self.device)
         path = resolve_model(model)
-        kwargs = load_kwargs(trust_remote_code, allow_pickle)
+        kwargs = load_kwargs(trust_remote_code, allow_pickle, path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token

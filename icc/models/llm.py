@@ -39,6 +39,7 @@ def load_causal_lm(
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     path = resolve_model(name)
+    kwargs = load_kwargs(trust_remote_code, allow_pickle, path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -46,7 +47,7 @@ def load_causal_lm(
         path,
         dtype=_torch_dtype(dtype, device),
         attn_implementation=attn_implementation,
-        **load_kwargs(trust_remote_code, allow_pickle),
+        **kwargs,
     ).to(device)
     if adapter is not None:
         model = _with_adapter(model, adapter, allow_pickle)
