@@ -111,12 +111,14 @@ def main() -> None:
     seconds = {name: r["metrics"]["seconds"] for name, r in runs.items()}
     att = {name: r["metrics"]["attention"] for name, r in runs.items()}
 
+    config = json.loads((args.out / "synthetic" / "run.json").read_text())["config"]
     text = f"""# In-context clustering with SmolLM2-135M-Instruct on a 2-core CPU
 
-`icc incontext`, greedy generation (episodes_per_batch 16) and spectral clustering of the item
-attention of all 30 layers, `attention.layer=auto` (the layer with the best mean ARI on separate
-validation episodes, seed 1); `attention_oracle` is the best layer on the test labels, an oracle.
-Accuracy % after Hungarian matching (a missing label counts as an error).
+`icc incontext`, greedy generation (episodes_per_batch {config['llm']['episodes_per_batch']}) and spectral
+clustering of the item attention of layers `{config['attention']['layers']}`, `attention.layer=auto` (the
+layer with the best mean ARI on separate validation episodes, seed 1); `attention_oracle` is the best
+layer on the test labels, an oracle. Accuracy % after Hungarian matching (a missing label counts as
+an error). Synthetic grid: n in {config['data']['n_range']} points per episode.
 
 ## Synthetic grid: k=3, d=3, next to the paper's Table 1 (df = 1 / 2 / 100)
 
