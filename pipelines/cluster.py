@@ -11,12 +11,12 @@ from omegaconf import DictConfig, OmegaConf
 from icc.cluster import make_clusterer
 from icc.cluster.sharded import assign_shards, expand_contingency, fit_shards
 from icc.config import CONFIG_DIR, to_kwargs
-from icc.data.corpus import read_corpus
-from icc.data.embedded import take_texts, write_embedded
+from icc.data.embedded import take_texts
+from icc.embed_stage import embed_corpus
 from icc.errors import ICCError
+from icc.incremental import run_incremental
 from icc.labeler import make_labeler
 from icc.metrics import external_metrics, internal_metrics
-from icc.models.embedder import embed_dataset
 from icc.outputs import clusters_table
 from icc.report import check_projection, write_report
 from icc.rundir import load_run
@@ -28,6 +28,10 @@ LLM_GENERATION_KEYS = ("max_new_tokens", "new_tokens_per_item", "episodes_per_ba
 
 
 def run(cfg: DictConfig) -> Path:
+    if cfg.schedule.mode == "incremental":
+        return run_scheduled(cfg)
+    if cfg.schedule.mode != "full":
+        raise ICCError(f"unknown schedule.mode '{cfg.schedule.mode}' (choose from full, incremental)")
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
@@ -37,9 +41,9 @@ def run(cfg: DictConfig) -> Path:
         check_projection(cfg.report.projection)
     start_ray(**cfg.ray)
 
-    with timer("embed"):
-        ds = read_corpus(cfg.data.path, cfg.data.text_column, cfg.data.id_column, cfg.data.label_column)
-        shards = write_embedded(embed_dataset(ds, **to_kwargs(cfg.embedder)), out, cfg.output.shard_rows)
+    with timer("embed"):  # resumes a run cut off in this stage; skipped when out holds it complete
+        shards, embedded_now = embed_corpus(cfg.data.path, to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder),
+                                            out, cfg.output.shard_rows)
     n_rows, n_ok = shards.n_rows, shards.n_embedded
     if n_rows == 0:
         raise ICCError(f"the corpus is empty: {cfg.data.path}")
@@ -66,6 +70,7 @@ def run(cfg: DictConfig) -> Path:
     metrics = {
         "rows": n_rows,
         "embedded": n_ok,
+        "rows_embedded_this_run": embedded_now,
         "rejected": int(n_rows - n_ok),
         "reject_reasons": shards.reject_reasons,
         "undecodable_rows_replaced": shards.replaced,
@@ -76,7 +81,7 @@ def run(cfg: DictConfig) -> Path:
         "fit": "distributed k-means over Ray blocks" if fitted.distributed else "in memory",
         "nodes": len(assigned.nodes),
         "seconds": timer.seconds,
-        "texts_per_s": round(n_ok / timer.seconds["embed"], 2),
+        "texts_per_s": round(embedded_now / max(timer.seconds["embed"], 1e-3), 2),
         "internal_metrics_rows": len(assigned.sample_clusters),
         **internal_metrics(assigned.sample_vectors, assigned.sample_clusters),
     }
@@ -98,6 +103,25 @@ def run(cfg: DictConfig) -> Path:
         write_report(load_run(out), out / "report.html", **to_kwargs(cfg.report, "enabled"))
     _print_summary(out, metrics, sizes, central_texts, names)
     return out
+
+
+def run_scheduled(cfg: DictConfig) -> Path:
+    """schedule.mode=incremental: embed and assign the new partitions of data.path (icc.incremental)."""
+    if not cfg.schedule.state:
+        raise ICCError("schedule.mode=incremental needs schedule.state=<directory that keeps the state between runs>")
+    clusterer = make_clusterer(cfg.clusterer.name, **to_kwargs(cfg.clusterer, "name"))
+    start_ray(**cfg.ray)
+    run_dir, metrics = run_incremental(
+        cfg.data.path, cfg.schedule.state, to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder), clusterer,
+        cfg.output.shard_rows, **to_kwargs(cfg.schedule, "mode", "state"))
+    write_json(run_dir / "run.json", {"pipeline": "cluster", "config": OmegaConf.to_container(cfg, resolve=True),
+                                      "versions": package_versions()})
+    drift = metrics.get("drift", {})
+    print(f"\nicc cluster (incremental): new {metrics['new_partitions'] or 'none'}, skipped "
+          f"{len(metrics['skipped_partitions'])}, {metrics['action']} {metrics['refit_reason']}".rstrip()
+          + "".join(f", {name}={drift[name]:.3f}" for name in ("far_share", "size_tvd") if name in drift)
+          + f" -> {run_dir}")
+    return run_dir
 
 
 def _labeler(cfg: DictConfig):

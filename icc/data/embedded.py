@@ -8,8 +8,11 @@ order) and writes
 
 Shard i of both directories holds the same input rows, so a shard's first row number is the sum of
 the rows of the shards before it. The driver holds one batch at a time and a few numbers per shard
-(`Shards`), written last to `embed.json`, which marks the stage complete. Every reader here also
-takes a single Parquet file, the layout of runs written before the shards.
+(`Shards`), kept in `embed.json`: rewritten after each shard is closed (`complete: false`, the
+shards listed are whole) and last with `complete: true`, which marks the stage complete. With a
+`key` (what the shards were made from, see `icc.embed_stage`), a re-run after a crash continues
+after the shards listed (`resume_shards`). Every reader here also takes a single Parquet file, the
+layout of runs written before the shards.
 """
 
 import json
@@ -33,7 +36,8 @@ class Shards:
 
     rows, embedded: per shard, input rows and embedded rows; dim: vector size; has_labels: a
     `label` column (str, null when missing) in texts; replaced, truncated: counts over the corpus;
-    reject_reasons: {reason: rows}.
+    reject_reasons: {reason: rows}; key: what the shards were made from ("" if not recorded);
+    complete: whether every input row is in them (else the embed stage was cut off after them).
     """
 
     dir: Path
@@ -44,6 +48,8 @@ class Shards:
     replaced: int = 0
     truncated: int = 0
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    key: str = ""
+    complete: bool = True
 
     @property
     def n_rows(self) -> int:
@@ -68,12 +74,69 @@ class Shards:
         _write_atomic(self.dir / MANIFEST, json.dumps(record, indent=2) + "\n")
 
     @classmethod
-    def load(cls, out_dir) -> "Shards | None":
-        """The manifest of a completed embed stage in `out_dir`, or None if there is none."""
+    def load(cls, out_dir, partial: bool = False) -> "Shards | None":
+        """The manifest of a completed embed stage in `out_dir` (or of a cut-off one, with
+        `partial`), or None if there is none."""
         path = Path(out_dir) / MANIFEST
         if not path.is_file():
             return None
-        return cls(dir=Path(out_dir), **json.loads(path.read_text()))
+        shards = cls(dir=Path(out_dir), **json.loads(path.read_text()))
+        return shards if shards.complete or partial else None
+
+
+@dataclass
+class CombinedShards(Shards):
+    """The shards of several embed outputs (e.g. partitions) read as one corpus: shard i is shard
+    `local[i]` of the output in `dirs[i]`. For reading (fitting) only; it has no manifest of its own."""
+
+    dirs: list[Path] = field(default_factory=list)
+    local: list[int] = field(default_factory=list)
+
+    def texts(self, shard: int) -> Path:
+        return self.dirs[shard] / "texts.parquet" / _part(self.local[shard])
+
+    def embeddings(self, shard: int) -> Path:
+        return self.dirs[shard] / "embeddings.parquet" / _part(self.local[shard])
+
+
+def combine_shards(parts: list[Shards]) -> CombinedShards:
+    """One corpus of the shards of `parts` (complete embed outputs of the same embedder), in order."""
+    if not parts:
+        raise ICCError("no embedded shards to combine")
+    return CombinedShards(
+        dir=parts[0].dir,
+        rows=[n for p in parts for n in p.rows],
+        embedded=[n for p in parts for n in p.embedded],
+        dim=max(p.dim for p in parts),
+        has_labels=all(p.has_labels for p in parts),
+        dirs=[p.dir for p in parts for _ in p.rows],
+        local=[i for p in parts for i in range(len(p.rows))],
+    )
+
+
+def resume_shards(out_dir, key: str) -> Shards:
+    """What an embed stage with `key` left in `out_dir`: all its shards (`complete`), the whole
+    shards of a run cut off (`complete` False; later part files are deleted), or, when the key
+    differs, a shard is missing or there is no manifest, an empty Shards (every output deleted)."""
+    out_dir = Path(out_dir)
+    shards = Shards.load(out_dir, partial=True)
+    if shards is None or not key or shards.key != key or not _whole(shards):
+        for name in ("texts.parquet", "embeddings.parquet", MANIFEST):
+            remove_output(out_dir / name)
+        return Shards(dir=out_dir, key=key, complete=False)
+    for name in ("texts.parquet", "embeddings.parquet"):
+        for file in sorted((out_dir / name).glob("part-*.parquet"))[len(shards.rows):]:
+            file.unlink()
+    return shards
+
+
+def _whole(shards: Shards) -> bool:
+    """Whether every shard the manifest lists is on disk with its rows."""
+    try:
+        return all(pq.read_metadata(shards.texts(i)).num_rows == n and pq.read_metadata(shards.embeddings(i)).num_rows == m
+                   for i, (n, m) in enumerate(zip(shards.rows, shards.embedded)))
+    except (OSError, pa.ArrowInvalid):
+        return False
 
 
 def _part(shard: int) -> str:
@@ -109,7 +172,9 @@ class _ShardWriter:
 
     def write(self, texts: pa.Table, embeddings: pa.Table) -> None:
         if self.texts is None or self.shards.rows[-1] + texts.num_rows > self.shard_rows:
-            self.close()
+            if self.texts is not None:
+                self.close()
+                self.shards.save()  # the closed shard is whole: a re-run can continue after it
             shard = len(self.shards.rows)
             self.texts = pq.ParquetWriter(self.shards.texts(shard), texts.schema)
             self.embeddings = pq.ParquetWriter(self.shards.embeddings(shard), embeddings.schema)
@@ -127,19 +192,23 @@ class _ShardWriter:
         self.texts = self.embeddings = None
 
 
-def write_embedded(ds, out_dir, shard_rows: int = 65536) -> Shards:
+def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> Shards:
     """Stream an embedded dataset (columns text, reject, replaced, vector, truncated and optional
-    id, label) into shards under `out_dir` (see the module docstring); at most `shard_rows` input
-    rows per shard, or one batch when a batch is larger. Without an id column, ids are row numbers. Returns the saved manifest."""
-    out_dir = Path(out_dir)
-    for name in ("texts.parquet", "embeddings.parquet", MANIFEST):
-        remove_output(out_dir / name)
-    (out_dir / "texts.parquet").mkdir(parents=True)
-    (out_dir / "embeddings.parquet").mkdir()
-    shards = Shards(dir=out_dir)
+    id, label) into shards (see the module docstring); at most `shard_rows` input rows per shard,
+    or one batch when a batch is larger. Without an id column, ids are row numbers. `out`: a
+    directory (written afresh), or the Shards of a cut-off run (`resume_shards`), continued with
+    `ds` holding the input rows after its shards. Returns the saved manifest."""
+    if isinstance(out, Shards):
+        shards = out
+    else:
+        shards = Shards(dir=Path(out))
+        for name in ("texts.parquet", "embeddings.parquet", MANIFEST):
+            remove_output(shards.dir / name)
+    (shards.dir / "texts.parquet").mkdir(parents=True, exist_ok=True)
+    (shards.dir / "embeddings.parquet").mkdir(exist_ok=True)
+    shards.complete = False
     writer = _ShardWriter(shards, shard_rows)
-    reasons: dict[str, int] = {}
-    n_rows = 0
+    n_rows = shards.n_rows
     try:
         for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
             n = len(batch["text"])
@@ -153,13 +222,13 @@ def write_embedded(ds, out_dir, shard_rows: int = 65536) -> Shards:
             shards.dim = batch["vector"].shape[1]
             writer.write(pa.table(columns), pa.table({"id": ids[ok], "vector": vector_array(batch["vector"][ok])}))
             for reason, count in zip(*np.unique(batch["reject"][~ok], return_counts=True)):
-                reasons[str(reason)] = reasons.get(str(reason), 0) + int(count)
+                shards.reject_reasons[str(reason)] = shards.reject_reasons.get(str(reason), 0) + int(count)
             shards.replaced += int(batch["replaced"].sum())
             shards.truncated += int(columns["truncated"].sum())
             n_rows += n
     finally:
         writer.close()
-    shards.reject_reasons = reasons
+    shards.complete = True
     shards.save()
     return shards
 

@@ -1,0 +1,219 @@
+"""Scheduled incremental runs: cluster the partitions of a corpus as they arrive, refit on drift.
+
+`data.path` holds partitions: its sub-directories (e.g. `date=2026-01-01/`), each of files that
+`read_corpus` reads. The state directory keeps what earlier runs made:
+
+    state.json                  the partitions done {name: fingerprint, rows, embedded, run}, the fit, the runs
+    centroids.npy               (k, dim) float32 centroids of the current fit
+    partitions/<name>/          the partition's embed shards (texts/embeddings.parquet, embed.json)
+                                and assignments.parquet (id, cluster, distance, reason)
+    runs/<run id>/metrics.json  what each run did
+
+A partition is known by its name and the sha256 of its files' names and bytes, so a partition
+whose files are rewritten with other rows is new again (re-embedded, its assignments replaced) and
+one only touched is not. A run embeds the new partitions, then
+- with no fit yet, fits the clusterer on every partition and assigns them all (`fit`);
+- else assigns the new rows to the nearest stored centroid and measures drift on them:
+  `far_share`, the share of rows farther from their centroid than `reference_distance` (the
+  `far_quantile` quantile of that distance over the rows at fit time, so about 1 - far_quantile
+  without drift), and `size_tvd`, the total variation distance between the clusters' shares of
+  the rows at fit time and of the new rows (0: the same shares, 1: disjoint). When either passes
+  `drift_threshold`, or on `refit`, it fits again on the stored embeddings of every partition
+  and assigns them all again (`refit`).
+Every row goes to its nearest centroid. state.json is written last, so a run killed midway leaves
+the state of the run before; its re-run reuses the embeddings that were written (`icc.embed_stage`).
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from icc.bench.cache import file_fingerprint
+from icc.cluster.base import Clusterer
+from icc.cluster.sharded import Fitted, assign_shards, expand_contingency, fit_shards
+from icc.data.embedded import Shards, combine_shards, read_output
+from icc.embed_stage import embed_corpus
+from icc.errors import ICCError
+from icc.metrics import external_metrics
+from icc.runtime import StageTimer, write_json
+
+STATE = "state.json"
+CENTROIDS = "centroids.npy"
+
+
+@dataclass
+class State:
+    """state.json of a state directory (see the module docstring)."""
+
+    dir: Path
+    partitions: dict[str, dict] = field(default_factory=dict)
+    fit: dict | None = None
+    runs: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, state_dir) -> "State":
+        path = Path(state_dir) / STATE
+        if not path.is_file():
+            return cls(dir=Path(state_dir))
+        try:
+            return cls(dir=Path(state_dir), **json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ICCError(f"{path} is not an icc state file: {e}") from None
+
+    def save(self, centroids: np.ndarray | None = None) -> None:
+        """Write the centroids of a new fit, then state.json, each by an atomic rename."""
+        if centroids is not None:
+            with open(self.dir / f"{CENTROIDS}.tmp", "wb") as f:
+                np.save(f, centroids.astype(np.float32))
+            os.replace(self.dir / f"{CENTROIDS}.tmp", self.dir / CENTROIDS)
+        record = {key: value for key, value in asdict(self).items() if key != "dir"}
+        write_json(self.dir / f"{STATE}.tmp", record)
+        os.replace(self.dir / f"{STATE}.tmp", self.dir / STATE)
+
+    def partition_dir(self, name: str) -> Path:
+        return self.dir / "partitions" / name
+
+    def centroids(self) -> np.ndarray:
+        return np.load(self.dir / CENTROIDS, allow_pickle=False)
+
+
+def find_partitions(path) -> dict[str, Path]:
+    """The partitions under `path`: {sub-directory name: path}, sorted by name."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ICCError(f"schedule.mode=incremental reads a directory of partitions; data.path is not one: {path}")
+    partitions = {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))}
+    if not partitions:
+        raise ICCError(f"no partitions (sub-directories such as date=2026-01-01/) in data.path: {path}")
+    return partitions
+
+
+@dataclass
+class Assignment:
+    """What assigning some partitions gave: per embedded row its cluster and distance to the
+    centroid (n,), cluster sizes (k,) and label x cluster counts (for ACC/ARI when labelled)."""
+
+    clusters: np.ndarray
+    distances: np.ndarray
+    sizes: np.ndarray
+    contingency: dict
+
+
+def assign_partitions(state: State, names: list[str], centroids: np.ndarray) -> Assignment:
+    """Assign every row of the partitions `names` to its nearest centroid, writing each one's
+    assignments.parquet (replacing an earlier one)."""
+    nearest = Clusterer(k=len(centroids))
+    nearest.cluster_centers_ = centroids
+    fitted = Fitted(nearest, 1.0, None, False)
+    clusters, distances, contingency = [], [], {}
+    sizes = np.zeros(len(centroids), np.int64)
+    for name in names:
+        shards = Shards.load(state.partition_dir(name))
+        assigned = assign_shards(fitted, shards, top=0)
+        sizes += assigned.sizes
+        for pair, count in assigned.contingency.items():
+            contingency[pair] = contingency.get(pair, 0) + count
+        table = read_output(shards.dir / "assignments.parquet", ["cluster", "distance"])
+        cluster = table["cluster"].to_numpy()
+        clusters.append(cluster[cluster >= 0])
+        distances.append(table["distance"].to_numpy(zero_copy_only=False)[cluster >= 0])
+    return Assignment(np.concatenate(clusters), np.concatenate(distances), sizes, contingency)
+
+
+def drift(assignment: Assignment, fit: dict) -> dict:
+    """far_share and size_tvd of newly assigned rows against the fit (see the module docstring)."""
+    n = len(assignment.clusters)
+    shares = assignment.sizes / max(n, 1)
+    return {
+        "rows": n,
+        "far_share": float((assignment.distances > fit["reference_distance"]).mean()) if n else 0.0,
+        "size_tvd": float(0.5 * np.abs(shares - np.asarray(fit["shares"])).sum()) if n else 0.0,
+    }
+
+
+def scores(assignment: Assignment) -> dict:
+    """ACC, ARI and NMI of the assigned rows against their labels ({} when unlabelled)."""
+    if not assignment.contingency:
+        return {}
+    found = external_metrics(*expand_contingency(assignment.contingency))
+    return {name: found[name] for name in ("acc", "ari", "nmi")}
+
+
+def run_incremental(data_path, state_dir, columns: dict, embedder: dict, clusterer: Clusterer, shard_rows: int,
+                    refit: bool = False, drift_threshold: float = 0.25, far_quantile: float = 0.95) -> tuple[Path, dict]:
+    """One scheduled run (see the module docstring); Ray must be started. columns, embedder: as
+    for `icc.embed_stage.embed_corpus`; clusterer: unfitted, used when (re)fitting. Returns the
+    run's directory and its metrics (also in its metrics.json)."""
+    if not 0 < far_quantile < 1:
+        raise ICCError(f"schedule.far_quantile must be in (0, 1), got {far_quantile!r}")
+    partitions = find_partitions(data_path)
+    timer = StageTimer()
+    state = State.load(state_dir)
+    run_id = f"{len(state.runs) + 1:05d}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    run_dir = state.dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprints = {name: file_fingerprint(str(path)) for name, path in partitions.items()}
+    new = [name for name in partitions if state.partitions.get(name, {}).get("fingerprint") != fingerprints[name]]
+    metrics = {
+        "run": run_id,
+        "new_partitions": new,
+        "skipped_partitions": [name for name in partitions if name not in new],
+        "stored_partitions_not_in_data_path": sorted(set(state.partitions) - set(partitions)),
+        "rows_embedded_this_run": 0,
+    }
+    with timer("embed"):
+        for name in new:
+            shards, embedded_now = embed_corpus(str(partitions[name]), columns, embedder, state.partition_dir(name),
+                                                shard_rows, fingerprints[name])
+            metrics["rows_embedded_this_run"] += embedded_now
+            state.partitions[name] = {"fingerprint": fingerprints[name], "rows": shards.n_rows,
+                                      "embedded": shards.n_embedded, "run": run_id}
+    metrics["new_rows"] = sum(state.partitions[name]["rows"] for name in new)
+
+    action, reason = ("fit", "no fit yet") if state.fit is None else ("refit", "schedule.refit=true") if refit else (None, "")
+    if action is None and new:
+        with timer("assign"):
+            assignment = assign_partitions(state, new, state.centroids())
+        metrics["drift"] = drift(assignment, state.fit)
+        metrics.update(scores(assignment))
+        passed = [f"{stat} {metrics['drift'][stat]:.3f} > {drift_threshold}" for stat in ("far_share", "size_tvd")
+                  if metrics["drift"][stat] > drift_threshold]
+        action, reason = ("refit", "drift: " + ", ".join(passed)) if passed else ("assign", "")
+    centroids = None
+    if action in ("fit", "refit"):
+        names = sorted(state.partitions)
+        with timer("fit"):
+            fitted = fit_shards(clusterer, combine_shards([Shards.load(state.partition_dir(n)) for n in names]))
+            centroids = fitted.clusterer.cluster_centers_
+        with timer("assign_all"):
+            assignment = assign_partitions(state, names, centroids)
+        state.fit = {"run": run_id, "k": len(centroids), "rows": len(assignment.clusters),
+                     "fit_rows": int(fitted.clusterer.fit_rows_), "partitions": names, "far_quantile": far_quantile,
+                     "reference_distance": float(np.quantile(assignment.distances, far_quantile)),
+                     "shares": (assignment.sizes / max(len(assignment.clusters), 1)).tolist()}
+        if action == "fit":
+            metrics.update(scores(assignment))
+        else:
+            metrics["all_rows_after_refit"] = scores(assignment)
+    metrics.update({"action": action or "none", "refit_reason": reason, "fit": state.fit, "seconds": timer.seconds})
+    write_json(run_dir / "metrics.json", metrics)
+    state.runs.append({"run": run_id, "action": metrics["action"], "new_partitions": new})
+    state.save(centroids)
+    return run_dir, metrics
+
+
+def read_assignments(state_dir) -> pa.Table:
+    """The assignments of every stored partition, with a `partition` column, in partition order."""
+    state = State.load(state_dir)
+    tables = []
+    for name in sorted(state.partitions):
+        table = read_output(state.partition_dir(name) / "assignments.parquet")
+        tables.append(table.append_column("partition", pa.array([name] * table.num_rows, pa.string())))
+    if not tables:
+        raise ICCError(f"no partitions assigned in {state_dir}")
+    return pa.concat_tables(tables)

@@ -1,0 +1,85 @@
+"""Resume after failure: `icc cluster` killed (SIGKILL of the driver) midway through embedding,
+then run again with the same command, embeds only the rows after the shards that were whole and
+ends with the outputs of a run that was never interrupted (see `icc.embed_stage`)."""
+
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pyarrow.csv
+import pyarrow.parquet as pq
+from sklearn.metrics import adjusted_rand_score
+
+from conftest import BIN, ROOT, TEXT, run_icc
+from icc.data.embedded import Shards, resume_shards, vector_matrix
+from icc.embed_stage import embed_corpus, embed_key
+
+ROWS = 240
+SHARD_ROWS = 32
+
+
+def command(ray_address, corpus, out) -> list[str]:
+    return ["cluster", f"ray.address={ray_address}", "ray.progress_bars=false", "data=file", f"data.path={corpus}",
+            "data.label_column=label", "clusterer.k=4", "labeler=none", "report.enabled=false",
+            "embedder.max_length=32", "embedder.rows_per_batch=16", f"output.shard_rows={SHARD_ROWS}",
+            f"output.dir={out}"]
+
+
+def kill_after_whole_shards(args: list[str], out, shards: int, timeout: float = 120) -> None:
+    """Start `icc <args>` and SIGKILL it once embed.json lists `shards` whole shards. The driver
+    joined the test session's Ray cluster, which ends its job's actors when the driver dies."""
+    job = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and job.poll() is None:
+            manifest = Shards.load(out, partial=True)
+            if manifest is not None and len(manifest.rows) >= shards:
+                break
+            time.sleep(0.05)
+        assert job.poll() is None, "the run ended before it could be killed"
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.kill()
+        job.wait()
+
+
+def outputs(out) -> tuple[list, np.ndarray, np.ndarray]:
+    """ids, clusters (per input row) and vectors of a finished run."""
+    assignments = pq.read_table(out / "assignments.parquet")
+    vectors = vector_matrix(pq.read_table(out / "embeddings.parquet")["vector"])
+    return assignments["id"].to_pylist(), assignments["cluster"].to_numpy(), vectors
+
+
+def test_killed_run_resumes_without_re_embedding(ray_address, tmp_path):
+    corpus = tmp_path / "news.csv"
+    pyarrow.csv.write_csv(pyarrow.csv.read_csv(TEXT / "agnews_test.csv").slice(0, ROWS), corpus)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+
+    kill_after_whole_shards(command(ray_address, corpus, killed), killed, shards=2)
+    cut = Shards.load(killed, partial=True)
+    assert not cut.complete and 2 * SHARD_ROWS <= cut.n_rows < ROWS
+
+    resumed = run_icc(*command(ray_address, corpus, killed))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((killed / "metrics.json").read_text())
+    assert metrics["rows"] == ROWS and metrics["rows_embedded_this_run"] <= ROWS - cut.n_rows
+
+    result = run_icc(*command(ray_address, corpus, clean))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((clean / "metrics.json").read_text())["rows_embedded_this_run"] == ROWS
+    ids, clusters, vectors = outputs(killed)
+    clean_ids, clean_clusters, clean_vectors = outputs(clean)
+    assert ids == clean_ids == list(range(ROWS))
+    np.testing.assert_allclose(vectors, clean_vectors, atol=1e-5)
+    assert adjusted_rand_score(clean_clusters, clusters) > 0.99
+
+    # The pipeline's embed stage again, with the run's config: the complete stage is skipped (no
+    # Ray is needed to see it); another embedder config starts afresh.
+    config = json.loads((killed / "run.json").read_text())["config"]
+    columns = {key: value for key, value in config["data"].items() if key != "path"}
+    shards, embedded_now = embed_corpus(str(corpus), columns, config["embedder"], killed, SHARD_ROWS)
+    assert embedded_now == 0 and shards.complete and shards.n_rows == ROWS
+    other = resume_shards(killed, embed_key(str(corpus), columns, {**config["embedder"], "max_length": 64}))
+    assert other.n_rows == 0 and not (killed / "embeddings.parquet").exists()
