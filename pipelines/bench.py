@@ -22,7 +22,7 @@ from pipelines.cluster import LLM_GENERATION_KEYS
 
 def run(cfg: DictConfig) -> Path:
     bench = cfg.bench
-    datasets = dataset_specs(bench.datasets, to_kwargs(cfg.datasets))
+    datasets = dataset_specs(bench.datasets, to_kwargs(cfg.datasets), bench.seed)
     embedders = embedder_specs(bench.embedders, to_kwargs(cfg.embedders), to_kwargs(cfg.embedder))
     clusterers = clusterer_specs(bench.clusterers, to_kwargs(cfg.clusterers))
     dims = check_dims(bench.dims, bench.reduce)

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.csv
 import pytest
 from sklearn import metrics as skm
@@ -65,6 +66,20 @@ def test_reduce_vectors_pca_and_truncate():
     with pytest.raises(ICCError, match="positive integers"):
         check_dims([64, 0], "pca")
     assert check_dims([32, 256, 64], "truncate") == [256, 64, 32]
+
+
+def test_stratified_sample_keeps_label_shares_whatever_the_row_order():
+    from icc.bench.datasets import stratified_sample
+
+    table = pa.table({"text": [f"text {i}" for i in range(100)], "label": ["a"] * 50 + ["b"] * 30 + [None] * 20})
+    sample = stratified_sample(table, 11, seed=3)
+    # shares 5.5, 3.3, 2.2 -> 5, 3, 2 and the largest remainder (a) gets the 11th row
+    assert sample.column("label").to_pylist() == ["a"] * 6 + ["b"] * 3 + [None] * 2
+    assert len(set(sample.column("text").to_pylist())) == 11
+    shuffled = table.take(np.random.default_rng(0).permutation(100))
+    assert stratified_sample(shuffled, 11, seed=3).equals(sample)
+    assert not stratified_sample(table, 11, seed=4).equals(sample)
+    assert stratified_sample(table, 100).num_rows == 100
 
 
 def test_tfidf_matches_sklearn_and_keeps_rejected_rows():
@@ -143,89 +158,98 @@ def test_table8_layout_from_hand_made_parquet(tmp_path):
     write_markdown(cells, tmp_path / "bench.md")
     text = (tmp_path / "bench.md").read_text()
     table8 = [line for line in text.split("## Best algorithm")[1].split("\n## ")[0].splitlines() if line.startswith("|")]
-    assert table8[0].startswith("| Dataset | Embedding | Algorithm | F1 | ARI | Homog. | Silh. | CH | ACC | NMI | V |")
-    assert table8[2] == ("| cstr | tfidf | spectral | 0.700 | 0.350 | 0.100 | 0.200 | 123.5 | 0.700 | 0.300 | 0.300 "
+    assert table8[0].startswith("| Dataset | Rows | Embedding | Algorithm | F1 | ARI | Homog. | Silh. | CH | ACC | NMI | V |")
+    assert table8[2] == ("| cstr | 10 | tfidf | spectral | 0.700 | 0.350 | 0.100 | 0.200 | 123.5 | 0.700 | 0.300 | 0.300 "
                          "| 1.000 | 0.500 | 900.0 | 300.0 |")
     assert len(table8) == 2 + 5
     assert "| kmeans | 5 | 3 |" in text
 
 
-# --- the pipeline on tiny slices -------------------------------------------------------------
+# --- the pipeline on a tiny slice ------------------------------------------------------------
 
-SLICE_ROWS = 8  # per class
+SLICE_ROWS, SAMPLE_ROWS = 8, 6  # per class: the slice file, and the stratified sample the bench reads
+ALGORITHMS = ["kmeans++", "agglomerative", "spectral"]
 
 
 @pytest.fixture(scope="session")
 def bench_runs(ray_address, tmp_path_factory):
-    """Two `icc bench` runs with one cache: TF-IDF and MiniLM x the paper's five algorithms x slices
-    of CSTR and SyskillWebert with a size experiment; then MiniLM on summaries of the CSTR slice.
-    (SmolLM2's hidden states are tested above, without the pipeline, to keep this fixture short.)"""
+    """Two `icc bench` runs with one cache on a stratified sample of a CSTR slice (4 classes):
+    TF-IDF and MiniLM x three of the paper's algorithms with a size experiment; then MiniLM on the
+    same texts (cached) and on SmolLM2 summaries of them. (The other algorithms are tested in
+    test_cluster, SmolLM2's hidden states below, to keep this fixture short.)"""
     import pyarrow.compute as pc
 
     base = tmp_path_factory.mktemp("bench")
-    datasets = []
-    for name in ("cstr", "syskillwebert"):
-        table = pyarrow.csv.read_csv(TEXT / f"{name}.csv")
-        parts = [table.filter(pc.equal(table["label"], c)).slice(0, SLICE_ROWS) for c in pc.unique(table["label"]).to_pylist()]
-        pyarrow.csv.write_csv(pyarrow.concat_tables(parts), base / f"{name}.csv")
-        datasets.append(f"+datasets.{name}_slice={{path:{base / name}.csv,text_column:text,label_column:label,k:null}}")
+    table = pyarrow.csv.read_csv(TEXT / "cstr.csv")
+    parts = [table.filter(pc.equal(table["label"], c)).slice(0, SLICE_ROWS) for c in pc.unique(table["label"]).to_pylist()]
+    pyarrow.csv.write_csv(pyarrow.concat_tables(parts), base / "cstr.csv")
     common = [f"ray.address={ray_address}", "ray.progress_bars=false", f"bench.cache_dir={base / 'cache'}",
-              *datasets, "bench.datasets=[cstr_slice,syskillwebert_slice]", "bench.embedders=[tfidf,minilm]",
-              "embedders.tfidf.min_df=2", "embedder.max_length=64", "bench.dims=[16]", "bench.cpus_per_cell=1"]
-    runs = []
-    for i in range(2):
-        out = base / f"run{i}"
-        result = run_icc("bench", *common, f"output.dir={out}")
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs.append(out)
-    summary_out = base / "summaries"
-    result = run_icc("bench", *common, "bench.datasets=[cstr_slice]", "bench.embedders=[minilm]", "bench.dims=[]",
-                     "bench.summarize=true", "summarize.max_new_tokens=16", "summarize.max_chars=300",
-                     f"output.dir={summary_out}")
+              f"+datasets.cstr_slice={{path:{base / 'cstr.csv'},text_column:text,label_column:label,k:null,"
+              f"sample:{4 * SAMPLE_ROWS}}}", "bench.datasets=[cstr_slice]", f"bench.clusterers=[{','.join(ALGORITHMS)}]",
+              "embedder.max_length=64", "bench.cpus_per_cell=1"]
+    grid = base / "grid"
+    result = run_icc("bench", *common, "bench.embedders=[tfidf,minilm]", "embedders.tfidf.min_df=2", "bench.dims=[8]",
+                     f"output.dir={grid}")
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"runs": runs, "summaries": summary_out, "cache": base / "cache"}
+    summaries = base / "summaries"
+    result = run_icc("bench", *common, "bench.embedders=[minilm]", "bench.summarize=true", "summarize.max_new_tokens=16",
+                     "summarize.max_chars=300", "summarize.texts_per_batch=12", f"output.dir={summaries}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"grid": grid, "summaries": summaries, "cache": base / "cache"}
 
 
 def test_bench_writes_one_row_per_cell(bench_runs):
-    cells = pd.read_parquet(bench_runs["runs"][0] / "bench.parquet")
-    # 2 datasets x 2 embedders x (full + PCA-16) x 5 algorithms
-    assert len(cells) == 2 * 2 * 2 * 5
-    assert set(cells["algorithm"]) == {"kmeans", "kmeans++", "agglomerative", "spectral", "fuzzy_cmeans"}
-    assert 384 in set(cells.loc[cells["reduce"] == "none", "dim"])
-    assert set(cells.loc[cells["reduce"] == "pca", "dim"]) == {16}
-    assert (cells["k"] == 4).all() and (cells["rows"] == 4 * SLICE_ROWS).all()
+    cells = pd.read_parquet(bench_runs["grid"] / "bench.parquet")
+    # 2 embedders x (full + PCA-8) x 3 algorithms, on the 24-row sample of the 32-row slice
+    assert len(cells) == 2 * 2 * 3
+    assert sorted(set(cells["algorithm"])) == sorted(ALGORITHMS)
+    assert set(cells.loc[cells["reduce"] == "none", "dim"]) >= {384}
+    assert set(cells.loc[cells["reduce"] == "pca", "dim"]) == {8}
+    assert (cells["k"] == 4).all() and (cells["rows"] == 4 * SAMPLE_ROWS).all()
     for metric in ("f1_weighted", "ari", "homogeneity", "acc", "nmi", "v_measure"):
         assert cells[metric].between(-1, 1).all(), metric
     assert (cells["cluster_peak_rss_mb"] > 50).all() and (cells["embed_peak_rss_mb"] > 50).all()
     assert (cells["embed_s"] > 0).all() and (cells["cluster_s"] >= 0).all()
-    # MiniLM separates 4 CSTR topics far better than chance on 32 texts.
-    minilm = cells[(cells["embedder"] == "minilm") & (cells["reduce"] == "none") & (cells["dataset"] == "cstr_slice")]
+    # MiniLM separates 4 CSTR topics far better than chance on 24 texts.
+    minilm = cells[(cells["embedder"] == "minilm") & (cells["reduce"] == "none")]
     assert minilm["acc"].max() > 0.5
-    md = (bench_runs["runs"][0] / "bench.md").read_text()
-    assert "## Best algorithm per embedding and dataset" in md and "| syskillwebert_slice | minilm pca-16 |" in md
-    assert (bench_runs["runs"][0] / "bench.html").stat().st_size > 100_000  # plotly inlined
+    md = (bench_runs["grid"] / "bench.md").read_text()
+    assert "## Best algorithm per embedding and dataset" in md and "| cstr_slice | 24 | minilm pca-8 |" in md
+    assert (bench_runs["grid"] / "bench.html").stat().st_size > 100_000  # plotly inlined
+
+
+def test_sample_is_stratified_in_the_cache(bench_runs):
+    from icc.bench.embed import load_entry
+
+    for entry in (bench_runs["cache"] / "embeddings").iterdir():
+        labels = load_entry(entry).labels
+        assert len(labels) == 4 * SAMPLE_ROWS and set(pd.Series(labels).value_counts()) == {SAMPLE_ROWS}
 
 
 def test_second_run_reads_the_cache(bench_runs):
-    first, second = (pd.read_parquet(run / "bench.parquet") for run in bench_runs["runs"])
-    assert not first["embed_cached"].any() and second["embed_cached"].all()
+    first = pd.read_parquet(bench_runs["grid"] / "bench.parquet")
+    second = pd.read_parquet(bench_runs["summaries"] / "bench.parquet")
+    assert not first["embed_cached"].any()
+    first = first[(first["embedder"] == "minilm") & (first["reduce"] == "none")].set_index("algorithm")
+    second = second[second["input"] == "text"].set_index("algorithm")
+    assert second["embed_cached"].all()
     # Same vectors, same seeds: the same clusterings, and the embedding seconds of the run that embedded.
-    np.testing.assert_allclose(first["ari"], second["ari"])
-    np.testing.assert_allclose(first["embed_s"], second["embed_s"])
+    np.testing.assert_allclose(first.loc[ALGORITHMS, "ari"], second.loc[ALGORITHMS, "ari"])
+    np.testing.assert_allclose(first["embed_s"], second.loc[first.index, "embed_s"])
     entries = list((bench_runs["cache"] / "embeddings").iterdir())
-    assert len(entries) == 2 * 2 + 1  # (embedder, dataset) pairs, and MiniLM on the summaries
-    inputs = json.loads((bench_runs["runs"][1] / "run.json").read_text())["inputs"]
-    assert all(i["embeddings"]["cached"] for i in inputs)
+    assert len(entries) == 2 + 1  # TF-IDF and MiniLM on the texts, MiniLM on the summaries
+    inputs = json.loads((bench_runs["summaries"] / "run.json").read_text())["inputs"]
+    assert [i["embeddings"]["cached"] for i in inputs if "embeddings" in i] == [True, False]
 
 
 def test_summaries_are_embedded_and_cached(bench_runs):
     cells = pd.read_parquet(bench_runs["summaries"] / "bench.parquet")
-    assert set(cells["input"]) == {"text", "summary"} and len(cells) == 2 * 5
+    assert set(cells["input"]) == {"text", "summary"} and len(cells) == 2 * 3
     summary = cells[cells["input"] == "summary"]
     assert (summary["summarize_s"] > 0).all() and not summary["embed_cached"].any()
-    assert cells[cells["input"] == "text"]["embed_cached"].all()  # MiniLM on the CSTR slice: cached by the first runs
+    assert (summary["rows"] == 4 * SAMPLE_ROWS).all()
     texts = pd.read_parquet(next((bench_runs["cache"] / "summaries").glob("*/summaries.parquet")))
-    assert len(texts) == 4 * SLICE_ROWS and (texts["text"].str.len() > 0).mean() > 0.9
+    assert len(texts) == 4 * SAMPLE_ROWS and (texts["text"].str.len() > 0).mean() > 0.9
     assert "summaries" in (bench_runs["summaries"] / "bench.md").read_text()
 
 

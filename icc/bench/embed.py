@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from icc.bench.cache import cache_key, commit_entry, entry_path, file_fingerprint, new_entry
+from icc.bench.cache import cache_key, commit_entry, entry_path, new_entry
+from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec, EmbedderSpec
 from icc.bench.memory import peak_rss_mb, reset_peak_rss
-from icc.data.corpus import read_corpus
 from icc.data.embedded import Shards, read_output, read_vectors, write_embedded
 from icc.errors import ICCError
 from icc.models.embedder import TextEmbedder, embed_dataset
@@ -51,15 +51,14 @@ def load_entry(entry: Path) -> LabelledVectors:
 def embedded_corpus(embedder: EmbedderSpec, dataset: DatasetSpec, cache_dir) -> tuple[LabelledVectors, dict]:
     """The dataset embedded by `embedder`, and its meta: seconds (of the run that embedded it),
     texts_per_s, peak_rss_mb, dim, cached (whether this call found it in the cache)."""
-    key = cache_key(embedder=embedder.vector_params(), data=file_fingerprint(dataset.path),
-                    text=dataset.text_column, label=dataset.label_column)
+    key = cache_key(embedder=embedder.vector_params(), **dataset.cache_parts())
     entry = entry_path(cache_dir, "embeddings", key)
     if (entry / "meta.json").exists():
         return load_entry(entry), {**read_json(entry / "meta.json"), "cached": True}
 
     partial = new_entry(entry)
     start = time.perf_counter()
-    ds = read_corpus(dataset.path, dataset.text_column, label_column=dataset.label_column)
+    ds = read_dataset(dataset)
     if embedder.kind == "tfidf":
         reset_peak_rss()  # TF-IDF is fitted in this process
         ds, _ = tfidf_dataset(ds, **embedder.params)

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from icc.bench.cache import file_fingerprint
 from icc.cluster import make_clusterer
 from icc.errors import ICCError
 from icc.models.embedder import POOLINGS
@@ -16,14 +17,24 @@ RUNTIME_KEYS = ("batch_size", "rows_per_batch", "actors", "num_gpus", "cpus_per_
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A labelled corpus: `path` (file, directory or glob), its text and label columns, and k
-    (None: the number of distinct labels)."""
+    """A labelled corpus: `path` (file, directory or glob), its text and label columns, k (None:
+    the number of distinct labels), and `sample`: None for every row, or a stratified sample of
+    this many rows drawn with `seed` (see `icc.bench.datasets`)."""
 
     name: str
     path: str
     text_column: str = "text"
     label_column: str = "label"
     k: int | None = None
+    sample: int | None = None
+    seed: int = 0
+
+    def cache_parts(self) -> dict:
+        """What determines the rows read: the bytes of the files, the columns and the sample."""
+        parts = {"data": file_fingerprint(self.path), "text": self.text_column, "label": self.label_column}
+        if self.sample:
+            parts["sample"] = {"rows": self.sample, "seed": self.seed}
+        return parts
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class ClustererSpec:
     params: dict = field(hash=False)
 
 
-def dataset_specs(names: list[str], presets: dict) -> list[DatasetSpec]:
+def dataset_specs(names: list[str], presets: dict, seed: int = 0) -> list[DatasetSpec]:
     specs = []
     for name in _names(names, "bench.datasets"):
         if name not in presets:
@@ -57,7 +68,10 @@ def dataset_specs(names: list[str], presets: dict) -> list[DatasetSpec]:
         preset = dict(presets[name])
         if not preset.get("path") or not preset.get("label_column"):
             raise ICCError(f"dataset '{name}' needs a path and a label_column (the labels score the clusters)")
-        specs.append(DatasetSpec(name=name, **preset))
+        sample = preset.get("sample")
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 2):
+            raise ICCError(f"dataset '{name}': sample must be a number of rows >= 2 or null, got {sample!r}")
+        specs.append(DatasetSpec(name=name, seed=seed, **preset))
     return specs
 
 

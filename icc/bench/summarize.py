@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from icc.bench.cache import cache_key, commit_entry, entry_path, file_fingerprint, new_entry
+from icc.bench.cache import cache_key, commit_entry, entry_path, new_entry
+from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec
-from icc.data.corpus import read_corpus
 from icc.models.llm import generate, load_causal_lm, render_chat
 from icc.runtime import actor_pool, read_json, write_json
 
@@ -56,17 +56,16 @@ def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, prompt: str, 
     options = {key: value for key, value in llm.items() if key not in pool}
     settings = {"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars,
                 **{k: v for k, v in options.items() if k != "num_threads"}}
-    key = cache_key(data=file_fingerprint(dataset.path), text=dataset.text_column, label=dataset.label_column,
-                    summarizer=settings)
+    key = cache_key(**dataset.cache_parts(), summarizer=settings)
     entry = entry_path(cache_dir, "summaries", key)
     summary = replace(dataset, name=f"{dataset.name} (summaries)", path=str(entry / "summaries.parquet"),
-                      text_column="text", label_column="label")
+                      text_column="text", label_column="label", sample=None)
     if (entry / "meta.json").exists():
         return summary, {**read_json(entry / "meta.json"), "cached": True}
 
     partial = new_entry(entry)
     start = time.perf_counter()
-    ds = read_corpus(dataset.path, dataset.text_column, label_column=dataset.label_column).map_batches(
+    ds = read_dataset(dataset).map_batches(
         Summarizer,
         fn_constructor_kwargs={"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars, **options},
         batch_size=texts_per_batch,

@@ -74,7 +74,7 @@ def write_markdown(cells: pd.DataFrame, path: Path, select_by: str = "f1_weighte
         "classes; ACC the matched accuracy. Seconds are wall-clock; memory is the peak resident memory of the "
         "process that embedded (an embedder actor; the driver for TF-IDF) or clustered (a Ray worker).\n",
         f"## Best algorithm per embedding and dataset (by {METRICS.get(select_by, select_by)}; the paper's Table 8)\n",
-        markdown_table(best, {"dataset": "Dataset", "embedding": "Embedding", "algorithm": "Algorithm",
+        markdown_table(best, {"dataset": "Dataset", "rows": "Rows", "embedding": "Embedding", "algorithm": "Algorithm",
                               **METRICS, **COSTS}),
         "\n## Per algorithm (means over every embedding and dataset; wins: best in the table above)\n",
         markdown_table(algorithm_summary(cells, select_by),
