@@ -172,12 +172,19 @@ def run_episodes(
     Episodes are sorted by size (d, then n) so that each `generate` call of `episodes_per_batch`
     episodes pads little, and each such batch is a block of its own: blocks spread over the actors,
     and the dataset shows progress batch by batch.
+
+    On a cluster without GPUs, `actors` None fills its CPUs with actors of `cpus_per_actor` cores
+    (torch threads), at most one per batch: decoding small batches gains little from threads
+    (SmolLM2, 16 episodes, 2 cores: 2 actors x 1 thread answer 1.3x as many as 1 actor x 2).
     """
     import ray
     import ray.data
 
     table = table.sort_by([("d", "ascending"), ("n", "ascending")])
     blocks = [table.slice(start, episodes_per_batch) for start in range(0, table.num_rows, episodes_per_batch)]
+    if actors is None and not num_gpus and not ray.cluster_resources().get("GPU"):
+        actors = max(1, min(len(blocks), int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor)))
+        runner_kwargs["num_threads"] = runner_kwargs.get("num_threads") or max(1, int(cpus_per_actor))
     ds = ray.data.from_arrow(blocks).map_batches(
         EpisodeRunner,
         fn_constructor_kwargs={"model": model, **runner_kwargs},
