@@ -82,16 +82,19 @@ def markdown(frame: pd.DataFrame, first: str) -> str:
     return "\n".join(lines)
 
 
-def condition_agreement(episodes: pd.DataFrame) -> dict[str, float]:
-    """Mean ARI between the labels a method gives the same items under the two conditions."""
+def condition_agreement(episodes: pd.DataFrame) -> dict[str, float | None]:
+    """Mean ARI between the labels a method gives the same items under the two conditions (None
+    for generation when no answer held a list: all labels missing would agree trivially)."""
     first, second = sorted(episodes["condition"].unique())
     # an item set's episodes share its draw's seed
     pairs = episodes[episodes["condition"] == first].merge(
         episodes[episodes["condition"] == second], on="seed", suffixes=("_a", "_b"))
     agreement = {}
-    for method in ("generate", "kmeans_embeddings"):
+    for method in ("generate", "attention", "kmeans_embeddings"):
         aris = [adjusted_rand_score(x, y) for x, y in zip(pairs[f"pred_{method}_a"], pairs[f"pred_{method}_b"])]
         agreement[method] = round(float(np.mean(aris)), 3)
+    if (episodes["parse_status"] == "no_list").all():
+        agreement["generate"] = None
     return agreement
 
 
@@ -152,8 +155,9 @@ condition is scored (AG News has no sentiment labels); the sentiment answers are
 {markdown(acc_table(runs['agnews']['episodes'].dropna(subset=['acc_generate']), 'condition'), "method")}
 
 How much the condition changes the partition: mean ARI between the labels of the same items under
-the two conditions: generation {agreement['generate']} (1 would mean the condition is ignored);
-k-means on MiniLM embeddings {agreement['kmeans_embeddings']} (it never sees the condition).
+the two conditions (1: the condition is ignored): generation {agreement['generate'] if agreement['generate'] is not None
+else "n/a (no answer held a list)"}; attention-SC {agreement['attention']}; k-means on MiniLM embeddings
+{agreement['kmeans_embeddings']} (it never sees the condition).
 Answers: {runs['agnews']['metrics']['parse_status']}; {sum(seconds['agnews'].values()):.0f} s.
 
 Command: `python benchmarks/incontext_smollm2.py --out /tmp/icc-incontext`
