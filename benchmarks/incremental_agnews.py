@@ -78,7 +78,7 @@ def main():
     for day in DAYS:
         shutil.copytree(WORK / "staging" / day, data / day)
         seconds = icc(f"data.path={data}", "schedule.mode=incremental", f"schedule.state={state}",
-                      f"output.dir={WORK / 'hydra' / day}")
+                      f"output.dir={WORK / 'hydra' / day.replace('=', '_')}")  # no '=' in a Hydra value
         (metrics_file,) = sorted((state / "runs").glob("*/metrics.json"))[-1:]
         metrics = json.loads(metrics_file.read_text())
         runs.append({"partition": day, "seconds": seconds, "action": metrics["action"],
@@ -123,7 +123,8 @@ def markdown(r: dict) -> str:
     for run in r["runs"]:
         drift = run["drift"] or {}
         lines.append(f"| incremental {run['partition']} | {run['action']} | {run['rows_embedded']} | "
-                     f"{drift.get('far_share', '')} | {drift.get('size_tvd', '')} | {run['seconds']} |")
+                     + " | ".join(f"{drift[name]:.3f}" if name in drift else "" for name in ("far_share", "size_tvd"))
+                     + f" | {run['seconds']} |")
     lines += [
         f"| refit (schedule.refit=true, stored embeddings) | refit | 0 | | | {r['refit']['seconds']} |",
         f"| full (schedule.mode=full, all 4 partitions) | fit | {r['rows']} | | | {r['full']['seconds']} |",
