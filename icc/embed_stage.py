@@ -1,7 +1,7 @@
 """The embed stage of `icc cluster`, resumable: its outputs are keyed by what they are made from.
 
 The key hashes the input's fingerprint (the names and bytes of its files,
-`icc.bench.cache.file_fingerprint`), the columns read and the embedder config. A run whose output
+`icc.data.fingerprint.file_fingerprint`), the columns read and the embedder config. A run whose output
 directory holds a complete stage with the same key skips it; one that finds the whole shards of a
 run cut off (killed) with the same key embeds only the input rows after them
 (`icc.data.embedded.resume_shards`); a different key (other data, another embedder) starts afresh.
@@ -9,9 +9,9 @@ run cut off (killed) with the same key embeds only the input rows after them
 
 from pathlib import Path
 
-from icc.bench.cache import cache_key, file_fingerprint
 from icc.data.corpus import read_corpus
 from icc.data.embedded import Shards, resume_shards, write_embedded
+from icc.data.fingerprint import cache_key, file_fingerprint
 from icc.models.embedder import embed_dataset
 
 

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from icc.bench.cache import file_fingerprint
 from icc.cluster.base import Clusterer
 from icc.cluster.sharded import Fitted, assign_shards, expand_contingency, fit_shards
 from icc.data.embedded import Shards, combine_shards, read_output
+from icc.data.fingerprint import file_fingerprint
 from icc.embed_stage import embed_corpus
 from icc.errors import ICCError
 from icc.metrics import external_metrics
@@ -109,7 +109,7 @@ def assign_partitions(state: State, names: list[str], centroids: np.ndarray) -> 
     assignments.parquet (replacing an earlier one)."""
     nearest = Clusterer(k=len(centroids))
     nearest.cluster_centers_ = centroids
-    fitted = Fitted(nearest, 1.0, None, False)
+    fitted = Fitted(nearest, fraction=1.0, sample_labels=None, distributed=False)
     clusters, distances, contingency = [], [], {}
     sizes = np.zeros(len(centroids), np.int64)
     for name in names:

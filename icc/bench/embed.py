@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from icc.bench.cache import cache_key, commit_entry, entry_path, new_entry
+from icc.bench.cache import commit_entry, entry_path, new_entry
 from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec, EmbedderSpec
 from icc.bench.memory import peak_rss_mb, reset_peak_rss
 from icc.data.embedded import Shards, read_output, read_vectors, write_embedded
+from icc.data.fingerprint import cache_key
 from icc.errors import ICCError
 from icc.models.embedder import TextEmbedder, embed_dataset
 from icc.models.tfidf import tfidf_dataset

@@ -3,8 +3,8 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from icc.bench.cache import file_fingerprint
 from icc.cluster import make_clusterer
+from icc.data.fingerprint import file_fingerprint
 from icc.errors import ICCError
 from icc.models.embedder import POOLINGS
 

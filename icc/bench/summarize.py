@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from icc.bench.cache import cache_key, commit_entry, entry_path, new_entry
+from icc.bench.cache import commit_entry, entry_path, new_entry
 from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec
+from icc.data.fingerprint import cache_key
 from icc.models.llm import generate, load_causal_lm, render_chat
 from icc.runtime import actor_pool, read_json, write_json
 

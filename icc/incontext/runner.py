@@ -182,8 +182,9 @@ def run_episodes(
 
     table = table.sort_by([("d", "ascending"), ("n", "ascending")])
     blocks = [table.slice(start, episodes_per_batch) for start in range(0, table.num_rows, episodes_per_batch)]
-    if actors is None and not num_gpus and not ray.cluster_resources().get("GPU"):
-        actors = max(1, min(len(blocks), int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor)))
+    resources = ray.cluster_resources()
+    if actors is None and not num_gpus and not resources.get("GPU"):
+        actors = max(1, min(len(blocks), int(resources.get("CPU", 1) // cpus_per_actor)))
         runner_kwargs["num_threads"] = runner_kwargs.get("num_threads") or max(1, int(cpus_per_actor))
     ds = ray.data.from_arrow(blocks).map_batches(
         EpisodeRunner,
