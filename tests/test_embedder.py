@@ -47,3 +47,23 @@ def test_ray_batch_skips_rejected_rows(embedder):
     assert out["vector"].shape == (2, 384)
     assert np.linalg.norm(out["vector"][0]) == pytest.approx(1, abs=1e-5)
     assert not out["vector"][1].any()
+
+
+def test_batches_follow_token_counts_not_characters():
+    """Texts whose characters and tokens disagree (digits: a token each; long words: few tokens)
+    run in batches of similar token counts, so padding stays small."""
+
+    class Recording(TextEmbedder):
+        def _forward(self, tokens):
+            self.batches.append(tokens["attention_mask"].sum(1).tolist())
+            return super()._forward(tokens)
+
+    embedder = Recording("all-MiniLM-L6-v2", batch_size=3)
+    embedder.batches = []
+    texts = ["1 2 3 4 5 6 7 8", "internationalization", "9 8 7 6 5 4 3 2", "counterrevolutionaries",
+             "incomprehensibility", "5 5 5 5 5 5 5 5"]
+    vectors = embedder.embed(texts)
+    np.testing.assert_allclose(vectors, np.stack([embedder.embed([t])[0] for t in texts]), atol=1e-5)
+    first, second = embedder.batches[:2]
+    assert max(first) <= min(second)
+    assert len(set(second)) == 1  # the three digit strings together: no padding at all
