@@ -152,3 +152,20 @@ def test_tokenising_in_a_cpu_stage_gives_the_vectors_of_tokenising_in_the_actor(
     assert [bool(r["truncated"]) for r in out["stage"]] == [False, False, False, True, False]
     with pytest.raises(ICCError, match="unknown embedder.tokenize"):
         embed_dataset(ray.data.from_items(rows), "all-MiniLM-L6-v2", tokenize="gpu")
+
+
+def test_embedded_rows_stream_in_batches_even_from_one_large_read_block(ray_session, tmp_path):
+    """A Parquet file that Ray Data reads as one block still reaches the writer in blocks of
+    rows_per_batch, in input order, so shards are written (and can be resumed) as the corpus goes."""
+    from icc.data.corpus import read_corpus
+    from icc.models.embedder import embed_dataset
+
+    texts = [f"note {i}: {'spam' if i % 2 else 'ham'}" for i in range(600)]
+    pq.write_table(pa.table({"text": texts}), tmp_path / "one.parquet")
+    ds = read_corpus(str(tmp_path / "one.parquet"), "text")
+    assert [bundle.num_rows() for bundle in ds.iter_internal_ref_bundles()] == [600]
+    embedded = embed_dataset(read_corpus(str(tmp_path / "one.parquet"), "text"), "all-MiniLM-L6-v2",
+                             rows_per_batch=128, max_length=16)
+    batches = list(embedded.iter_batches(batch_format="numpy", batch_size=None))
+    assert [len(b["text"]) for b in batches] == [128, 128, 128, 128, 88]
+    assert np.concatenate([b["text"] for b in batches]).tolist() == texts

@@ -23,6 +23,9 @@ from icc.runtime import actor_pool
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
 TOKENIZE = ("auto", "stage", "actor")
+# Settings of `embed_dataset` that change how fast it runs and what it may load, not the vectors.
+RUNTIME_SETTINGS = ("batch_size", "rows_per_batch", "actors", "num_gpus", "cpus_per_actor", "num_threads", "tokenize",
+                    "allow_pickle", "trust_remote_code")
 POOLINGS = ("mean", "last")
 
 
@@ -208,6 +211,9 @@ def embed_dataset(
     if tokenize not in TOKENIZE:
         raise ICCError(f"unknown embedder.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
     pool = actor_pool(actors, num_gpus, cpus_per_actor)
+    # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
+    # batches first, so that embedded rows reach the writer (and the shards) as they are done.
+    ds = ds.repartition(target_num_rows_per_block=rows_per_batch)
     if tokenize == "stage" or (tokenize == "auto" and pool["num_gpus"]):
         options = {key: embedder_kwargs[key] for key in ("max_length", "trust_remote_code", "text_column")
                    if key in embedder_kwargs}
