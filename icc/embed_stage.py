@@ -12,13 +12,15 @@ from pathlib import Path
 from icc.data.corpus import read_corpus
 from icc.data.embedded import Shards, resume_shards, write_embedded
 from icc.data.fingerprint import cache_key, file_fingerprint
-from icc.models.embedder import embed_dataset
+from icc.models.embedder import RUNTIME_SETTINGS, embed_dataset
 
 
 def embed_key(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> str:
     """Key of the embed stage: the files under `path` (their `fingerprint`), `columns`
-    {text_column, id_column, label_column} and the `embedder` keyword arguments."""
-    return cache_key(data=fingerprint or file_fingerprint(path), columns=columns, embedder=embedder)
+    {text_column, id_column, label_column} and the `embedder` keyword arguments that shape the
+    vectors (not its `RUNTIME_SETTINGS`: a re-run with more actors continues the same stage)."""
+    vectors = {key: value for key, value in embedder.items() if key not in RUNTIME_SETTINGS}
+    return cache_key(data=fingerprint or file_fingerprint(path), columns=columns, embedder=vectors)
 
 
 def embed_corpus(path: str, columns: dict, embedder: dict, out_dir, shard_rows: int,

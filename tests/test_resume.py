@@ -16,7 +16,7 @@ from conftest import BIN, ROOT, TEXT, run_icc
 from icc.data.embedded import Shards, resume_shards, vector_matrix
 from icc.embed_stage import embed_corpus, embed_key
 
-ROWS = 240
+ROWS = 1200  # enough that the run is still embedding well after its second whole shard
 SHARD_ROWS = 32
 
 
@@ -76,10 +76,12 @@ def test_killed_run_resumes_without_re_embedding(ray_address, tmp_path):
     assert adjusted_rand_score(clean_clusters, clusters) > 0.99
 
     # The pipeline's embed stage again, with the run's config: the complete stage is skipped (no
-    # Ray is needed to see it); another embedder config starts afresh.
+    # Ray is needed to see it), also with other runtime settings; another embedder config starts afresh.
     config = json.loads((killed / "run.json").read_text())["config"]
     columns = {key: value for key, value in config["data"].items() if key != "path"}
     shards, embedded_now = embed_corpus(str(corpus), columns, config["embedder"], killed, SHARD_ROWS)
     assert embedded_now == 0 and shards.complete and shards.n_rows == ROWS
+    faster = {**config["embedder"], "actors": 2, "batch_size": 8, "rows_per_batch": 64}
+    assert embed_corpus(str(corpus), columns, faster, killed, SHARD_ROWS)[1] == 0
     other = resume_shards(killed, embed_key(str(corpus), columns, {**config["embedder"], "max_length": 64}))
     assert other.n_rows == 0 and not (killed / "embeddings.parquet").exists()

@@ -6,13 +6,10 @@ from pathlib import Path
 from icc.cluster import make_clusterer
 from icc.data.fingerprint import file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import POOLINGS
+from icc.models.embedder import POOLINGS, RUNTIME_SETTINGS
 
 EMBEDDER_KINDS = ("transformer", "tfidf")
 REDUCTIONS = ("pca", "truncate")
-# Settings of a transformer embedder that change how fast it runs, not the vectors it returns.
-RUNTIME_KEYS = ("batch_size", "rows_per_batch", "actors", "num_gpus", "cpus_per_actor", "num_threads",
-                "allow_pickle", "trust_remote_code")
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class EmbedderSpec:
 
     def vector_params(self) -> dict:
         """The settings that determine the vectors: the embedding cache key."""
-        return {"kind": self.kind, **{k: v for k, v in self.params.items() if k not in RUNTIME_KEYS}}
+        return {"kind": self.kind, **{k: v for k, v in self.params.items() if k not in RUNTIME_SETTINGS}}
 
 
 @dataclass(frozen=True)
