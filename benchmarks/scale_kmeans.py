@@ -8,7 +8,7 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
 
 - ours: `icc.cluster.KMeans(backend="ray").fit_blocks` over 16 blocks in the object store of a
   local Ray (2 CPUs), k-means++ seeding on a sample of max(10000, 40 k) rows;
-- faiss: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on all rows, then faiss
+- faiss: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on the same size of sample, then faiss
   Lloyd on all rows), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
 - scikit-learn: `KMeans(n_init=1, max_iter)` and `MiniBatchKMeans(batch_size=4096, n_init=1,
   max_iter)`.

@@ -73,3 +73,14 @@ def test_bad_vectors_and_names_are_clear_errors():
         make_clusterer("dbscan")
     with pytest.raises(ICCError, match="bad parameters"):
         make_clusterer("kmeans", k=2, bandwidth=3)
+
+
+def test_kmeans_seeds_on_a_sample_and_stays_within_one_percent_of_seeding_on_all_rows():
+    from sklearn.cluster import KMeans as SKMeans
+
+    X, _ = make_blobs(n_samples=20_000, centers=30, n_features=16, cluster_std=1.0, random_state=1)
+    X = X.astype(np.float32)
+    sampled = KMeans(k=30, n_init=2, max_iter=30, init_sample=1_000).fit(X)  # seeds from 1,000 of 20,000 rows
+    full = SKMeans(n_clusters=30, n_init=2, max_iter=30, random_state=0).fit(X)
+    assert sampled.inertia_ <= full.inertia_ * 1.01
+    assert sampled.inertia_ > 0
