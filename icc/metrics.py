@@ -6,6 +6,7 @@ External metrics match predicted clusters to classes with the Hungarian algorith
 """
 
 import numpy as np
+import sklearn
 from scipy.optimize import linear_sum_assignment
 from sklearn import metrics as skm
 
@@ -70,7 +71,11 @@ def internal_metrics(X: np.ndarray, y_pred, sample_size: int = 10_000, seed: int
     if n_clusters < 2 or n_clusters >= len(y_pred):
         return {"silhouette": float("nan"), "calinski_harabasz": float("nan")}
     sample = min(sample_size, len(y_pred))
+    # Distances in chunks of at most 128 MB: at scikit-learn's default (1 GB) the silhouette of
+    # 10,000 points adds half a GB to the driver's peak memory.
+    with sklearn.config_context(working_memory=128):
+        silhouette = float(skm.silhouette_score(X, y_pred, sample_size=sample, random_state=seed))
     return {
-        "silhouette": float(skm.silhouette_score(X, y_pred, sample_size=sample, random_state=seed)),
+        "silhouette": silhouette,
         "calinski_harabasz": float(skm.calinski_harabasz_score(X, y_pred)),
     }

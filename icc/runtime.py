@@ -4,6 +4,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import resource
 import sys
 import time
 from pathlib import Path
@@ -95,10 +96,15 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
 
 
 class StageTimer:
-    """Wall-clock seconds per named stage: `with timer("embed"): ...`; `timer.seconds` is a dict."""
+    """Wall-clock seconds per named stage: `with timer("embed"): ...`; `timer.seconds` is a dict.
+
+    `timer.peak_rss_mib` {stage: MiB}: this process's peak resident memory at the end of each
+    stage, so the first stage whose value is higher than the one before raised the peak.
+    """
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mib: dict[str, int] = {}
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -107,6 +113,7 @@ class StageTimer:
             yield
         finally:
             self.seconds[stage] = round(time.perf_counter() - start, 3)
+            self.peak_rss_mib[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
 
 
 def package_versions() -> dict[str, str | None]:

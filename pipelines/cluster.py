@@ -67,6 +67,11 @@ def run(cfg: DictConfig) -> Path:
         names = labeler.names(member_texts) if labeler else None
         pq.write_table(clusters_table(centers, sizes, central_texts, names), out / "clusters.parquet")
 
+    with timer("metrics"):
+        quality = internal_metrics(assigned.sample_vectors, assigned.sample_clusters)
+        if shards.has_labels:
+            quality.update(external_metrics(*expand_contingency(assigned.contingency)))
+
     metrics = {
         "rows": n_rows,
         "embedded": n_ok,
@@ -81,16 +86,15 @@ def run(cfg: DictConfig) -> Path:
         "fit": "distributed k-means over Ray blocks" if fitted.distributed else "in memory",
         "nodes": len(assigned.nodes),
         "seconds": timer.seconds,
+        "driver_peak_rss_mib": timer.peak_rss_mib,
         "texts_per_s": round(embedded_now / max(timer.seconds["embed"], 1e-3), 2),
         "internal_metrics_rows": len(assigned.sample_clusters),
-        **internal_metrics(assigned.sample_vectors, assigned.sample_clusters),
+        **quality,
     }
     if getattr(clusterer, "inertia_", None) is not None:
         metrics["inertia"] = clusterer.inertia_
     if getattr(clusterer, "k_scores_", None):
         metrics["k_silhouette"] = clusterer.k_scores_
-    if shards.has_labels:
-        metrics.update(external_metrics(*expand_contingency(assigned.contingency)))
     write_json(out / "metrics.json", metrics)
     write_json(out / "run.json", {
         "pipeline": "cluster",

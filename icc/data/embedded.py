@@ -273,7 +273,7 @@ def take_texts(path, positions: np.ndarray) -> list[str]:
         parquet = pq.ParquetFile(file)
         rows = parquet.metadata.num_rows
         if ((positions >= offset) & (positions < offset + rows)).any():
-            for batch in parquet.iter_batches(columns=["text"]):
+            for batch in parquet.iter_batches(batch_size=8192, columns=["text"]):
                 inside = (positions >= offset) & (positions < offset + batch.num_rows)
                 found[inside] = batch.column(0).take(positions[inside] - offset).to_pylist()
                 offset += batch.num_rows
