@@ -8,8 +8,10 @@ then measure the pipeline (reading, shards, k-means, assignment), not a real mod
 `--model all-MiniLM-L6-v2` measures the real encoder instead.
 
 Memory: every 0.2 s the resident set size (RSS) of the driver (the `icc cluster` process) and of
-each Ray process it started (workers, raylet, GCS; the object store is shared memory mapped by
-the raylet and the workers, and counts in their RSS only for the pages they touched).
+each Ray process it started (workers, raylet, GCS). The object store is shared memory that the
+raylet and the workers map; a process's RSS counts the pages of it that it has touched, so the
+driver's RSS is also split into its own heap (RssAnon), mapped files (RssFile: libraries) and
+object-store pages (RssShmem), with the split over time in the JSON.
 
     python benchmarks/scale_memory.py --rows 100000 300000 1000000
 """
@@ -86,31 +88,51 @@ def tiny_encoder(out: Path, hidden: int = 128) -> Path:
     return out
 
 
+def rss_parts(pid: int) -> dict[str, int]:
+    """RSS of a process in bytes, split as /proc/<pid>/status does: RssAnon (its own heap),
+    RssFile (mapped files: libraries) and RssShmem (shared memory: the pages of Ray's object
+    store that it has mapped and touched, which the object store owns and bounds)."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+                name, value = line.split(":")
+                parts[name] = int(value.split()[0]) * 1024
+    return parts
+
+
 class Sampler(threading.Thread):
-    """Peak RSS of a process and of each of its descendants, sampled every `every` seconds."""
+    """Peak RSS of a process and of each of its descendants, sampled every `every` seconds; for
+    the process itself also its RSS parts (`rss_parts`) over time."""
 
     def __init__(self, pid: int, every: float = 0.2):
         super().__init__(daemon=True)
         self.root, self.every, self.done = psutil.Process(pid), every, threading.Event()
         self.driver = 0
-        self.workers: dict[int, tuple[str, int]] = {}  # pid -> (name, peak RSS)
+        self.driver_parts: list[tuple[float, dict]] = []  # (seconds since start, rss_parts)
+        self.workers: dict[int, tuple[str, int, int]] = {}  # pid -> (name, peak RSS, peak RssAnon)
         self.ray_total = 0
 
     def run(self):
+        start = time.perf_counter()
         while not self.done.is_set():
             try:
                 self.driver = max(self.driver, self.root.memory_info().rss)
+                parts = rss_parts(self.root.pid)
+                if parts:  # none once the process has exited
+                    self.driver_parts.append((time.perf_counter() - start, parts))
                 total = 0
                 for child in self.root.children(recursive=True):
                     try:
                         rss, name = child.memory_info().rss, " ".join(child.cmdline()[:1])[:60]
-                    except psutil.Error:
+                        anon = rss_parts(child.pid).get("RssAnon", 0)
+                    except (psutil.Error, FileNotFoundError):
                         continue
                     total += rss
-                    peak = max(rss, self.workers.get(child.pid, ("", 0))[1])
-                    self.workers[child.pid] = (name, peak)
+                    _, peak, peak_anon = self.workers.get(child.pid, ("", 0, 0))
+                    self.workers[child.pid] = (name, max(rss, peak), max(anon, peak_anon))
                 self.ray_total = max(self.ray_total, total)
-            except psutil.Error:
+            except (psutil.Error, FileNotFoundError):
                 pass
             time.sleep(self.every)
 
@@ -129,17 +151,23 @@ def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
     if job.returncode != 0:
         raise SystemExit(f"icc cluster failed:\n{log[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
-    workers = {pid: (name, peak) for pid, (name, peak) in sampler.workers.items() if name.startswith("ray::")}
+    workers = {pid: peaks for pid, peaks in sampler.workers.items() if peaks[0].startswith("ray::")}
     gib = 2**30
     return {
         "rows": metrics["rows"], "dim": json.loads((out / "run.json").read_text())["embedder"]["dim"],
         "wall_seconds": round(time.perf_counter() - start, 1), "stage_seconds": metrics["seconds"],
         "texts_per_s": metrics["texts_per_s"], "fit": metrics["fit"], "k": metrics["k"],
         "driver_peak_rss_gib": round(sampler.driver / gib, 3),
-        "worker_peak_rss_gib": round(max((p for _, p in workers.values()), default=0) / gib, 3),
+        **{f"driver_peak_{name.lower()}_gib": round(max(p[name] for _, p in sampler.driver_parts) / gib, 3)
+           for name in ("RssAnon", "RssFile", "RssShmem")},
+        "driver_rss_over_time": [(round(t, 1), {name: round(v / gib, 3) for name, v in p.items()})
+                                 for t, p in sampler.driver_parts[::25]],
+        "worker_peak_rss_gib": round(max((p for _, p, _ in workers.values()), default=0) / gib, 3),
+        "worker_peak_rssanon_gib": round(max((a for _, _, a in workers.values()), default=0) / gib, 3),
         "worker_processes": len(workers),
         "all_ray_processes_peak_rss_gib": round(sampler.ray_total / gib, 3),
-        "largest_workers": sorted(((name, round(p / gib, 3)) for name, p in workers.values()), key=lambda x: -x[1])[:3],
+        "largest_workers": sorted(((name, round(p / gib, 3), round(a / gib, 3)) for name, p, a in workers.values()),
+                                  key=lambda x: -x[1])[:3],  # (name, peak RSS, peak RssAnon)
         "embeddings_gib_on_disk": round(sum(f.stat().st_size for f in (out / "embeddings.parquet").glob("*")) / gib, 3),
     }
 
