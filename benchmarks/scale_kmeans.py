@@ -10,10 +10,12 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
   local Ray (2 CPUs), k-means++ seeding on a sample of max(10000, 40 k) rows;
 - faiss: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on the same size of sample, then faiss
   Lloyd on all rows), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
-- scikit-learn: `KMeans(n_init=1, max_iter)` and `MiniBatchKMeans(batch_size=4096, n_init=1,
-  max_iter)`.
+- scikit-learn: `KMeans(n_init=1, max_iter)` as users call it (k-means++ on all rows: over an hour
+  at k = 1,000 on 2 cores), the same seeded with k-means++ on a sample of max(10000, 40 k) rows
+  like ours (`sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
 
     python benchmarks/scale_kmeans.py --k 100
+    python benchmarks/scale_kmeans.py --k 1000 --methods ours faiss faiss_defaults sklearn_kmeans_sample_seeded sklearn_minibatch
 """
 
 import argparse
@@ -56,7 +58,7 @@ def timed(fn):
 def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
     import ray
     from sklearn.cluster import KMeans as SKMeans
-    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
     from icc.cluster import KMeans
 
@@ -78,12 +80,18 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
         model = SKMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=0).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
+    def sk_kmeans_sample_seeded():
+        sample = X[np.random.default_rng(0).choice(len(X), max(10_000, 40 * k), replace=False)]
+        seeds = kmeans_plusplus(sample, k, random_state=0)[0]
+        model = SKMeans(n_clusters=k, init=seeds, n_init=1, max_iter=max_iter).fit(X)
+        return model.cluster_centers_, {"iterations": int(model.n_iter_)}
+
     def sk_minibatch():
         model = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=1, max_iter=max_iter, random_state=0).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     fns = {"ours": ours, "faiss": faiss_ours, "faiss_defaults": faiss_default, "sklearn_kmeans": sk_kmeans,
-           "sklearn_minibatch": sk_minibatch}
+           "sklearn_kmeans_sample_seeded": sk_kmeans_sample_seeded, "sklearn_minibatch": sk_minibatch}
     if "ours" in methods and not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     out = {}
@@ -105,7 +113,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--k", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--max-iter", type=int, default=20)
-    parser.add_argument("--methods", nargs="+", default=["ours", "faiss", "faiss_defaults", "sklearn_kmeans", "sklearn_minibatch"])
+    parser.add_argument("--methods", nargs="+", default=["ours", "faiss", "faiss_defaults", "sklearn_kmeans", "sklearn_kmeans_sample_seeded",
+                                                     "sklearn_minibatch"])
     parser.add_argument("--name", default="scale_kmeans")
     args = parser.parse_args()
     X = mixture(args.rows, args.dim)
