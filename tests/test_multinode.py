@@ -14,10 +14,11 @@ from conftest import BIN, ROOT, TEXT, free_port, stop_ray_under
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
-    """(GCS address, dashboard URL) of a head and a worker node of one CPU each, stopped afterwards."""
+    """(GCS address, dashboard URL) of a head and a worker node of two logical CPUs each (so that a
+    node still has a free CPU while the embedding actor holds one), stopped afterwards."""
     temp = tmp_path_factory.mktemp("ray2")
     port, dashboard = free_port(), free_port()
-    common = ["--num-cpus=1", "--object-store-memory=400000000", "--disable-usage-stats"]
+    common = ["--num-cpus=2", "--object-store-memory=400000000", "--disable-usage-stats"]
 
     def agent_ports():  # each node's dashboard agent (it runs submitted jobs) on ports of its own, not the defaults
         return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
@@ -34,10 +35,6 @@ def two_nodes(tmp_path_factory):
         stop_ray_under(temp)
 
 
-# Run once under the lock: the job agent refused submissions ("No available agent") while both nodes'
-# agents were on Ray's default ports (taken by the test session's own head); the ports above are
-# the fix, not yet seen passing.
-@pytest.mark.xfail(reason="job agent start-up on a second node of the same machine: fix not yet verified", strict=False)
 def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
     _, dashboard = two_nodes
     out = tmp_path / "run"

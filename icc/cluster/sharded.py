@@ -6,10 +6,10 @@ process (`KMeans.distributed`) runs over the sample's blocks in the object store
 dataset with one block per shard, `KMeans.fit_blocks`); every other fit is one Ray task that reads
 the sample, fits in memory (faiss, scikit-learn) and returns the fitted clusterer.
 
-`assign_shards`: one Ray task per shard assigns its rows (sample rows keep their fitted cluster),
-writes its `assignments.parquet` shard and returns statistics of bounded size that the driver adds
-up as they arrive: cluster sizes, the members nearest each centroid, label x cluster counts and a
-sample of at most about `metrics_rows` vectors for the internal metrics.
+`assign_shards`: one Ray task per shard, spread over the nodes, assigns its rows (sample rows keep
+their fitted cluster), writes its `assignments.parquet` shard and returns statistics of bounded
+size that the driver adds up as they arrive: cluster sizes, the members nearest each centroid,
+label x cluster counts and a sample of at most about `metrics_rows` vectors for the internal metrics.
 """
 
 import collections
@@ -152,7 +152,9 @@ def assign_shards(fitted: Fitted, shards: Shards, top: int, metrics_rows: int = 
     return total
 
 
-@ray.remote(num_cpus=1)
+# SPREAD: the shards are files, not objects on a node, so nothing is gained by Ray's default of
+# filling the driver's node first; short tasks would otherwise all run there.
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
 def _assign_shard(clusterer: Clusterer, shards: Shards, shard: int, first_row: int, fraction: float,
                   sample_labels: np.ndarray | None, top: int, metrics_fraction: float) -> dict:
     columns = ["id", "reject"] + (["label"] if shards.has_labels else [])
