@@ -19,6 +19,7 @@ object-store pages (RssShmem), with the split over time in the JSON.
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -141,6 +142,7 @@ def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
     command = [Path(sys.executable).parent / "icc", "cluster", "data=file", f"data.path={corpus}", "data.label_column=null",
                f"embedder.model={model}", f"output.dir={out}", "ray.progress_bars=false", "labeler=keywords",
                "report.enabled=false", *extra]
+    shutil.rmtree(out, ignore_errors=True)  # a complete embed stage there would be reused, not measured
     start = time.perf_counter()
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = Sampler(job.pid)
