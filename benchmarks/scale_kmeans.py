@@ -81,7 +81,8 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     def sk_kmeans_sample_seeded():
-        sample = X[np.random.default_rng(0).choice(len(X), max(10_000, 40 * k), replace=False)]
+        size = KMeans(k=k).seed_sample_size(len(X), k)  # the sample that ours seeds from
+        sample = X[np.random.default_rng(0).choice(len(X), size, replace=False)]
         seeds = kmeans_plusplus(sample, k, random_state=0)[0]
         model = SKMeans(n_clusters=k, init=seeds, n_init=1, max_iter=max_iter).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}

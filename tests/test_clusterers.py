@@ -80,7 +80,11 @@ def test_kmeans_seeds_on_a_sample_and_stays_within_one_percent_of_seeding_on_all
 
     X, _ = make_blobs(n_samples=20_000, centers=30, n_features=16, cluster_std=1.0, random_state=1)
     X = X.astype(np.float32)
-    sampled = KMeans(k=30, n_init=2, max_iter=30, init_sample=1_000).fit(X)  # seeds from 1,000 of 20,000 rows
+    sampled = KMeans(k=30, n_init=2, max_iter=30, init_sample=1_000)
+    assert sampled.seed_sample_size(len(X), 30) == 1_000  # seeds from 1,000 of 20,000 rows
+    assert KMeans().seed_sample_size(1_000_000, 1_000) == 40_000  # default: max(10000, 40 k)
+    assert KMeans().seed_sample_size(5_000, 30) == 5_000
+    sampled.fit(X)
     full = SKMeans(n_clusters=30, n_init=2, max_iter=30, random_state=0).fit(X)
     assert sampled.inertia_ <= full.inertia_ * 1.01
     assert sampled.inertia_ > 0

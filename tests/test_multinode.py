@@ -1,5 +1,9 @@
 """Multi-node on one machine, through the real job-submission path: a Ray head and a second node
-started with `ray start`, `icc cluster` submitted with `ray job submit --working-dir`, its outputs checked."""
+started with `ray start`, `icc cluster` submitted with `ray job submit --working-dir`, its outputs checked.
+
+The second node declares one GPU. It is a logical one (Ray schedules on it; torch finds no CUDA and
+runs on the CPU), so the job takes the path it takes on a GPU cluster: one embedding actor per GPU,
+placed on the GPU node, with tokenisation in CPU tasks before it."""
 
 import json
 import subprocess
@@ -14,8 +18,8 @@ from conftest import BIN, ROOT, TEXT, free_port, stop_ray_under
 
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
-    """(GCS address, dashboard URL) of a head and a worker node of two logical CPUs each (so that a
-    node still has a free CPU while the embedding actor holds one), stopped afterwards."""
+    """Dashboard URL of a head and a worker node of two logical CPUs each (so that a node still has
+    a free CPU while the embedding actor holds one), the worker with one logical GPU; stopped afterwards."""
     temp = tmp_path_factory.mktemp("ray2")
     port, dashboard = free_port(), free_port()
     common = ["--num-cpus=2", "--object-store-memory=400000000", "--disable-usage-stats"]
@@ -28,15 +32,15 @@ def two_nodes(tmp_path_factory):
         subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=true",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *agent_ports(), *common],
                        check=True, capture_output=True, timeout=180)
-        subprocess.run([BIN / "ray", "start", f"--address=127.0.0.1:{port}", *agent_ports(), *common],
+        subprocess.run([BIN / "ray", "start", f"--address=127.0.0.1:{port}", "--num-gpus=1", *agent_ports(), *common],
                        check=True, capture_output=True, timeout=180)
-        yield f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
+        yield f"http://127.0.0.1:{dashboard}"
     finally:
         stop_ray_under(temp)
 
 
 def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
-    _, dashboard = two_nodes
+    dashboard = two_nodes
     out = tmp_path / "run"
     # --working-dir uploads the repository (Ray leaves out what .gitignore lists: .venv, outputs, runs);
     # the job runs the pipeline from the upload with this venv's Python, and joins the cluster it runs on.
@@ -59,3 +63,15 @@ def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
     assert metrics["rows"] == 299 and metrics["acc"] >= 0.75
     assignments = pq.read_table(out / "assignments.parquet")
     assert assignments["id"].to_pylist() == list(range(299)) and len(list((out / "assignments.parquet").iterdir())) > 1
+    # One actor per GPU, on the GPU node; the texts were tokenised by CPU tasks (embedder.tokenize=auto).
+    gpu_node = next(n["node_id"] for n in ray_state("nodes", dashboard) if n["resources_total"].get("GPU"))
+    embedders = [a for a in ray_state("actors", dashboard) if "TextEmbedder" in a["class_name"]]
+    assert embedders and all(a["required_resources"].get("GPU") == 1 and a["node_id"] == gpu_node for a in embedders)
+    assert any("tokenize_batch" in task["name"] for task in ray_state("tasks", dashboard))
+
+
+def ray_state(kind: str, dashboard: str) -> list[dict]:
+    """`ray list <kind> --detail` of the cluster at `dashboard`, as dicts."""
+    listed = subprocess.run([BIN / "ray", "list", kind, f"--address={dashboard}", "--detail", "--format=json",
+                             "--limit=10000"], check=True, capture_output=True, text=True, timeout=120)
+    return json.loads(listed.stdout)

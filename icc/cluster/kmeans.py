@@ -62,12 +62,13 @@ class KMeans(Clusterer):
             return kmeans_plusplus(X, k, random_state=seed)[0]
         return X[np.random.default_rng(seed).choice(len(X), k, replace=False)]
 
-    def _seed_sample_size(self, n_rows: int, k: int) -> int:
+    def seed_sample_size(self, n_rows: int, k: int) -> int:
+        """Rows that k-means++ (or random) seeding draws its k seeds from, out of n_rows."""
         return min(n_rows, self.init_sample or max(10_000, 40 * k))
 
     def _fit(self, X: np.ndarray, k: int) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        sample = X[np.sort(rng.choice(len(X), self._seed_sample_size(len(X), k), replace=False))]
+        sample = X[np.sort(rng.choice(len(X), self.seed_sample_size(len(X), k), replace=False))]
         best = None
         for run in range(self.n_init):
             seed = self.seed + run
@@ -93,7 +94,7 @@ class KMeans(Clusterer):
             raise ICCError("k=auto needs the fit sample in memory: set clusterer.backend=faiss or a smaller "
                            "clusterer.fit_fraction")
         k = check_k(self.k, n_rows)
-        fraction = self._seed_sample_size(n_rows, k) / n_rows
+        fraction = self.seed_sample_size(n_rows, k) / n_rows
         seeds = ray.get(_seed_runs.remote(blocks, fraction, k, self.n_init, self.seed, self))
         centroids = np.stack(seeds)  # (runs, k, d)
         previous = None
@@ -118,8 +119,6 @@ class KMeans(Clusterer):
 def _block_sums(blocks: list, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-run cluster sums (runs, k, d) float64, counts (runs, k) and inertia (runs,) over all
     blocks, added up as the block tasks finish."""
-    import ray
-
     centroids_ref = ray.put(centroids)
     pending = [_partial_sums.remote(block, centroids_ref) for block in blocks]
     runs, k, d = centroids.shape
