@@ -49,6 +49,22 @@ def test_ray_batch_skips_rejected_rows(embedder):
     assert not out["vector"][1].any()
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_puts_each_rows_ids_on_the_tokenizers_side(embedder, side):
+    pad, before = embedder.tokenizer.pad_token_id, embedder.tokenizer.padding_side
+    embedder.tokenizer.padding_side = side
+    try:
+        tokens = embedder._pad([[101, 7, 8, 102], [101, 102], np.array([101, 9, 102], dtype=np.int32)])
+    finally:
+        embedder.tokenizer.padding_side = before
+    rows = [[101, 7, 8, 102], [101, 102, pad, pad], [101, 9, 102, pad]]
+    masks = [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    if side == "left":
+        rows = [[pad] * r.count(pad) + [t for t in r if t != pad] for r in rows]
+        masks = [m[::-1] for m in masks]
+    assert tokens["input_ids"].tolist() == rows and tokens["attention_mask"].tolist() == masks
+
+
 def test_batches_follow_token_counts_not_characters():
     """Texts whose characters and tokens disagree (digits: a token each; long words: few tokens)
     run in batches of similar token counts, so padding stays small."""
