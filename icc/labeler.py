@@ -4,12 +4,10 @@ A labeler's `names(cluster_texts)` takes, per cluster, member texts nearest the 
 (up to its `texts_per_cluster`) and returns one name per cluster (None where it has none).
 """
 
-import os
 import re
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from icc.config import build
 from icc.models.llm import generate, load_causal_lm, render_chat
@@ -66,12 +64,10 @@ class ClusterNamer:
     gains `name` (null for a cluster without texts).
 
     max_chars: each text is cut to this many characters in the prompt.
-    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, ...).
+    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
     """
 
-    def __init__(self, model: str, max_new_tokens: int = 12, max_chars: int = 200, num_threads: int | None = None,
-                 **load_options):
-        torch.set_num_threads(num_threads or os.cpu_count())
+    def __init__(self, model: str, max_new_tokens: int = 12, max_chars: int = 200, **load_options):
         self.model, self.tokenizer = load_causal_lm(model, **load_options)
         self.max_new_tokens, self.max_chars = max_new_tokens, max_chars
 

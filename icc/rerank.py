@@ -7,7 +7,6 @@ first (or second) position gains nothing from it: prefer(a, b) = 1 - prefer(b, a
 level asked in one batch, within a bound on the number of prompts.
 """
 
-import os
 
 import numpy as np
 import torch
@@ -38,10 +37,8 @@ class PairwiseJudge:
         self.prompts = 0
 
     @classmethod
-    def load(cls, model: str, max_chars: int = 600, batch_size: int = 16, num_threads: int | None = None,
-             **load_options) -> "PairwiseJudge":
-        """Load `model` (see `load_causal_lm` for `load_options`: dtype, device, adapter, ...)."""
-        torch.set_num_threads(num_threads or os.cpu_count())
+    def load(cls, model: str, max_chars: int = 600, batch_size: int = 16, **load_options) -> "PairwiseJudge":
+        """Load `model` (see `load_causal_lm` for `load_options`: dtype, device, adapter, num_threads, ...)."""
         return cls(*load_causal_lm(model, **load_options), max_chars=max_chars, batch_size=batch_size)
 
     def prefer(self, query: str, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -72,6 +72,9 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
     limit -- it holds nothing but its model, which it loads again -- and each batch it was running
     is retried on the restarted actor up to ACTOR_TASK_RETRIES times, so no row is lost; a batch
     that kills its actor every time fails the job instead of looping forever.
+
+    Actors that hold no GPU see none (Ray leaves a GPU node's GPUs visible to them, and their
+    models would all pick the first one), so they run on the CPU wherever they are placed.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -86,13 +89,16 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
         num_gpus = 1 if cluster_gpus else 0
     if actors is None:
         actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
-    return {
+    pool = {
         "compute": ActorPoolStrategy(size=actors),
         "num_gpus": num_gpus,
         "num_cpus": cpus_per_actor,
         "max_restarts": -1,
         "max_task_retries": ACTOR_TASK_RETRIES,
     }
+    if not num_gpus:
+        pool["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    return pool
 
 
 class StageTimer:

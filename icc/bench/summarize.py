@@ -5,13 +5,11 @@ label; rows in input order), which then goes through the bench like any other da
 that was rejected (empty text) keeps an empty summary, and so stays rejected.
 """
 
-import os
 import time
 from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from icc.bench.cache import commit_entry, entry_path, new_entry
 from icc.bench.datasets import read_dataset
@@ -26,12 +24,10 @@ class Summarizer:
     replaced by the model's summary (greedy, at most `max_new_tokens`); rejected rows keep "".
 
     prompt: a format string with {text}; each text is cut to `max_chars` characters in it.
-    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, ...).
+    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
     """
 
-    def __init__(self, model: str, prompt: str, max_new_tokens: int = 64, max_chars: int = 2000,
-                 num_threads: int | None = None, **load_options):
-        torch.set_num_threads(num_threads or os.cpu_count())
+    def __init__(self, model: str, prompt: str, max_new_tokens: int = 64, max_chars: int = 2000, **load_options):
         self.model, self.tokenizer = load_causal_lm(model, **load_options)
         self.prompt, self.max_new_tokens, self.max_chars = prompt, max_new_tokens, max_chars
 

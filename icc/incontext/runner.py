@@ -6,7 +6,6 @@ actor and applies it to batches of episodes (`run_episodes`); `ICCClusterer` app
 data set.
 """
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -123,7 +122,7 @@ class EpisodeRunner:
     and `attention_L<layer>` (n x n lists) per layer. Rows out equal rows in, in order.
 
     num_threads: torch threads (None: all cores of the machine, as Ray pins actors to one).
-    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, ...).
+    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
     """
 
     def __init__(
@@ -132,10 +131,8 @@ class EpisodeRunner:
         layers: Sequence[int] = (),
         max_new_tokens: int = 250,
         new_tokens_per_item: int | None = None,
-        num_threads: int | None = None,
         **load_options,
     ):
-        torch.set_num_threads(num_threads or os.cpu_count())
         self.model, self.tokenizer = load_causal_lm(model, **load_options)
         self.layers = list(layers)
         self.max_new_tokens = max_new_tokens

@@ -9,13 +9,13 @@ decoder, whose `last_hidden_state` is the final layer's hidden states) can be po
 """
 
 import functools
-import os
 
 import numpy as np
 import torch
 import transformers
 
 from icc.errors import ICCError
+from icc.models.device import compute_dtype, resolve_device, use_threads
 from icc.models.hub import load_kwargs, resolve_model
 from icc.runtime import actor_pool
 
@@ -37,9 +37,10 @@ class TextEmbedder:
     batch_size: texts per forward pass (None: 16 on CPU, where small batches of similar length
         run fastest, 256 on GPU); a call sorts its texts by token count and runs them in batches
         of this size, so padding stays small.
-    device: "cuda", "cpu" or None (cuda when available). On GPU the forward pass runs under
-        fp16/bf16 autocast (`dtype`).
-    num_threads: torch threads; None: all cores of the machine.
+    device: "cuda", "cpu" or None (cuda when available). The weights stay float32; on GPU the
+        forward pass runs under autocast to `dtype` ("auto": bf16, or fp16 on GPUs without bf16;
+        `icc.models.device.compute_dtype`), on CPU in float32.
+    num_threads: torch CPU threads; None: all cores when on the CPU.
     pooling: "mean" over the non-padding tokens, or "last": the hidden state of the last
         non-padding token (for causal LMs).
     """
@@ -61,16 +62,16 @@ class TextEmbedder:
 
         if pooling not in POOLINGS:
             raise ICCError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
-        # Ray pins OMP_NUM_THREADS to the actor's CPUs (1); on a CPU node the model should use them all.
-        torch.set_num_threads(num_threads or os.cpu_count())
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.autocast_dtype = _autocast_dtype(dtype, self.device)
+        self.device = resolve_device(device)
+        use_threads(num_threads, self.device)
+        autocast = compute_dtype(dtype, self.device)
+        self.autocast_dtype = autocast if self.device.type == "cuda" and autocast != torch.float32 else None
         path = resolve_model(model)
         kwargs = load_kwargs(trust_remote_code, allow_pickle, path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModel.from_pretrained(path, **kwargs).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs).to(self.device).eval()
         self.max_length = min(max_length, self.tokenizer.model_max_length)
         self.batch_size = batch_size or (256 if self.device.type == "cuda" else 16)
         self.text_column = text_column
@@ -150,14 +151,6 @@ class TextEmbedder:
         batch["vector"] = vectors
         batch["truncated"] = lengths >= self.max_length
         return batch
-
-
-def _autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or dtype == "float32":
-        return None
-    if dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return getattr(torch, dtype)
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:

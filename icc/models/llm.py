@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 
 from icc.errors import ICCError
+from icc.models.device import compute_dtype, resolve_device, use_threads
 from icc.models.hub import load_kwargs, resolve_model
-
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 def load_causal_lm(
@@ -23,13 +22,15 @@ def load_causal_lm(
     allow_pickle: bool = False,
     adapter: str | None = None,
     attn_implementation: str | None = None,
+    num_threads: int | None = None,
 ):
     """Return `(model, tokenizer)`, the model in eval mode on `device`.
 
     name: HF id, local directory or a known offline name (see `icc.models.hub`).
     dtype: "auto" (bfloat16 on CUDA, float16 where the GPU lacks bfloat16, float32 on CPU),
-        "bfloat16", "float16" or "float32".
+        "bfloat16", "float16" or "float32" (`icc.models.device.compute_dtype`).
     device: "cuda", "cpu" or None (cuda when available).
+    num_threads: torch CPU threads; None: all cores when on the CPU (`icc.models.device.use_threads`).
     adapter: a local directory with a PEFT (LoRA) adapter trained on this model; its weights must be
         safetensors unless `allow_pickle`.
     attn_implementation: "eager", "sdpa", ... or None for the transformers default.
@@ -37,7 +38,8 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
+    use_threads(num_threads, device)
     path = resolve_model(name)
     kwargs = load_kwargs(trust_remote_code, allow_pickle, path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, padding_side="left")
@@ -45,23 +47,13 @@ def load_causal_lm(
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(
         path,
-        dtype=_torch_dtype(dtype, device),
+        dtype=compute_dtype(dtype, device),
         attn_implementation=attn_implementation,
         **kwargs,
     ).to(device)
     if adapter is not None:
         model = _with_adapter(model, adapter, allow_pickle)
     return model.eval(), tokenizer
-
-
-def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in _DTYPES:
-        raise ICCError(f"unknown dtype '{dtype}': use auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 def _with_adapter(model, adapter: str, allow_pickle: bool):
