@@ -111,7 +111,7 @@ class Sampler(threading.Thread):
         self.root, self.every, self.done = psutil.Process(pid), every, threading.Event()
         self.driver = 0
         self.driver_parts: list[tuple[float, dict]] = []  # (seconds since start, rss_parts)
-        self.workers: dict[int, tuple[str, int, int]] = {}  # pid -> (name, peak RSS, peak RssAnon)
+        self.workers: dict[int, tuple[str, int, int]] = {}  # pid -> (name at peak RssAnon, peak RSS, peak RssAnon)
         self.ray_total = 0
 
     def run(self):
@@ -130,8 +130,9 @@ class Sampler(threading.Thread):
                     except (psutil.Error, FileNotFoundError):
                         continue
                     total += rss
-                    _, peak, peak_anon = self.workers.get(child.pid, ("", 0, 0))
-                    self.workers[child.pid] = (name, max(rss, peak), max(anon, peak_anon))
+                    peak_name, peak, peak_anon = self.workers.get(child.pid, (name, 0, 0))
+                    # A worker's title names the task it runs now: keep the one it ran at its heap's peak.
+                    self.workers[child.pid] = (name if anon > peak_anon else peak_name, max(rss, peak), max(anon, peak_anon))
                 self.ray_total = max(self.ray_total, total)
             except (psutil.Error, FileNotFoundError):
                 pass
@@ -169,7 +170,7 @@ def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
         "worker_processes": len(workers),
         "all_ray_processes_peak_rss_gib": round(sampler.ray_total / gib, 3),
         "largest_workers": sorted(((name, round(p / gib, 3), round(a / gib, 3)) for name, p, a in workers.values()),
-                                  key=lambda x: -x[1])[:3],  # (name, peak RSS, peak RssAnon)
+                                  key=lambda x: -x[2])[:3],  # (name at the heap peak, peak RSS, peak RssAnon)
         "embeddings_gib_on_disk": round(sum(f.stat().st_size for f in (out / "embeddings.parquet").glob("*")) / gib, 3),
     }
 
