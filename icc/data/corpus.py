@@ -47,20 +47,26 @@ def list_files(path: str) -> tuple[list[str], str]:
 
 
 def read_table(files: list[str], fmt: str):
-    """Lazy Ray Dataset over `files`. CSV values may hold newlines inside quotes."""
+    """Lazy Ray Dataset over `files`. CSV values may hold newlines inside quotes.
+
+    Each read task runs in a fresh worker process (`max_calls=1`): a worker that ran one read task
+    after another kept part of each one's memory, so its heap grew with the corpus
+    (benchmarks/results/scale_memory.md).
+    """
     import pyarrow.json as pajson
     import ray.data
 
     if fmt == "parquet":
-        return ray.data.read_parquet(files)
+        return ray.data.read_parquet(files, max_calls=1)
     if fmt == "csv":
         return ray.data.read_csv(
             files,
             read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            max_calls=1,
         )
     # pyarrow reads newline-delimited JSON; `lines=True` (pandas) would ignore the block size.
-    return ray.data.read_json(files, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES))
+    return ray.data.read_json(files, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES), max_calls=1)
 
 
 def read_corpus(path: str, text_column: str, id_column: str | None = None, label_column: str | None = None):
