@@ -57,8 +57,8 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * n**3 / float(np.median(seconds))
 
 
-def flops_per_text(model_path: str, lengths: np.ndarray, device: torch.device) -> np.ndarray:
-    """Model FLOPs (n,) of each text run alone, unpadded, from its token count (n,)."""
+def model_flops(model_path: str, lengths: np.ndarray, device: torch.device) -> float:
+    """Model FLOPs of embedding texts of these token counts (n,), each run alone, unpadded."""
     # Eager attention runs as matrix products, which FlopCounterMode counts; fused SDPA kernels
     # have no FLOP formula on every device.
     model = AutoModel.from_pretrained(model_path, attn_implementation="eager").to(device).eval()
@@ -68,7 +68,7 @@ def flops_per_text(model_path: str, lengths: np.ndarray, device: torch.device) -
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
         flops[length] = counter.get_total_flops()
-    return np.array([flops[length] for length in lengths], dtype=np.float64)
+    return float(sum(flops[length] for length in lengths))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -110,7 +110,7 @@ def main() -> None:
 
     compute_dtype = ours.autocast_dtype or torch.float32
     peak = peak_flops(device, compute_dtype)
-    total_flops = flops_per_text(path, np.array([len(row) for row in ids]), device).sum()
+    total_flops = model_flops(path, np.array([len(row) for row in ids]), device)
     warm = min(512, len(texts))
     reference = theirs.encode(texts[:warm], normalize_embeddings=True)
     # Warm-up, and the agreement of each method with sentence-transformers in float32.

@@ -89,6 +89,15 @@ def tiny_encoder(out: Path, hidden: int = 128) -> Path:
     return out
 
 
+def record_worker(workers: dict, last_task: dict, pid: int, name: str, rss: int, heap: int) -> None:
+    """Keep in `workers` {pid: (task at the heap's peak, peak RSS, peak RssAnon)} one sample of a Ray
+    worker. Its title names the task it runs, or ray::IDLE between tasks: a peak is put on the last
+    task the worker was seen running (`last_task`: pid -> that task)."""
+    task = last_task[pid] = name if name != "ray::IDLE" else last_task.get(pid, name)
+    peak_task, peak_rss, peak_heap = workers.get(pid, (task, 0, 0))
+    workers[pid] = (task if heap > peak_heap else peak_task, max(rss, peak_rss), max(heap, peak_heap))
+
+
 def rss_parts(pid: int) -> dict[str, int]:
     """RSS of a process in bytes, split as /proc/<pid>/status does: RssAnon (its own heap),
     RssFile (mapped files: libraries) and RssShmem (shared memory: the pages of Ray's object
@@ -111,7 +120,8 @@ class Sampler(threading.Thread):
         self.root, self.every, self.done = psutil.Process(pid), every, threading.Event()
         self.driver = 0
         self.driver_parts: list[tuple[float, dict]] = []  # (seconds since start, rss_parts)
-        self.workers: dict[int, tuple[str, int, int]] = {}  # pid -> (name at peak RssAnon, peak RSS, peak RssAnon)
+        self.workers: dict[int, tuple[str, int, int]] = {}  # see record_worker
+        self.last_task: dict[int, str] = {}
         self.ray_total = 0
 
     def run(self):
@@ -130,9 +140,7 @@ class Sampler(threading.Thread):
                     except (psutil.Error, FileNotFoundError):
                         continue
                     total += rss
-                    peak_name, peak, peak_anon = self.workers.get(child.pid, (name, 0, 0))
-                    # A worker's title names the task it runs now: keep the one it ran at its heap's peak.
-                    self.workers[child.pid] = (name if anon > peak_anon else peak_name, max(rss, peak), max(anon, peak_anon))
+                    record_worker(self.workers, self.last_task, child.pid, name, rss, anon)
                 self.ray_total = max(self.ray_total, total)
             except (psutil.Error, FileNotFoundError):
                 pass

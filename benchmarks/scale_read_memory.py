@@ -18,25 +18,19 @@ import psutil
 import ray
 
 from icc.data.corpus import read_corpus
-from scale_memory import RESULTS, ROOT, build_corpus, rss_parts
+from scale_memory import RESULTS, ROOT, build_corpus, record_worker, rss_parts
 
 
 def worker_heap_peaks(stop: threading.Event, peaks: dict) -> None:
-    """Fill `peaks` {pid: (task at the peak, peak RssAnon bytes)} for this machine's Ray workers.
-
-    A worker's title names the task it runs, or ray::IDLE between tasks; a peak is put on the
-    last task the worker was seen running.
-    """
-    tasks = {}  # pid -> the last task seen
+    """Fill `peaks` (see `record_worker`) for this machine's Ray workers, every 0.1 s."""
+    last_task = {}
     while not stop.is_set():
         for process in psutil.process_iter(["cmdline"]):
             try:
                 name = (process.info["cmdline"] or [""])[0]
                 if name.startswith("ray::"):
-                    heap = rss_parts(process.pid).get("RssAnon", 0)
-                    task = tasks[process.pid] = name if name != "ray::IDLE" else tasks.get(process.pid, name)
-                    peak_task, peak = peaks.get(process.pid, (task, 0))
-                    peaks[process.pid] = (task if heap > peak else peak_task, max(heap, peak))
+                    parts = rss_parts(process.pid)
+                    record_worker(peaks, last_task, process.pid, name, sum(parts.values()), parts.get("RssAnon", 0))
             except (psutil.Error, FileNotFoundError):
                 continue
         time.sleep(0.1)
@@ -52,7 +46,7 @@ def read_once(corpus: Path, rows_per_batch: int) -> dict:
     seconds = time.perf_counter() - start
     stop.set()
     sampler.join()
-    readers = sorted((heap for name, heap in peaks.values() if "ReadFiles" in name), reverse=True)
+    readers = sorted((heap for task, _, heap in peaks.values() if "ReadFiles" in task), reverse=True)
     return {"rows": rows, "seconds": round(seconds, 1), "read_tasks_rows": _read_task_rows(ds.stats()),
             "reader_heap_peaks_gib": [round(heap / 2**30, 3) for heap in readers]}
 

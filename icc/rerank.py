@@ -7,7 +7,6 @@ first (or second) position gains nothing from it: prefer(a, b) = 1 - prefer(b, a
 level asked in one batch, within a bound on the number of prompts.
 """
 
-
 import numpy as np
 import torch
 

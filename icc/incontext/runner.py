@@ -121,7 +121,6 @@ class EpisodeRunner:
     `answer`, `pred_generate`, `parse_status` (null for validation episodes, which get no answer)
     and `attention_L<layer>` (n x n lists) per layer. Rows out equal rows in, in order.
 
-    num_threads: torch threads (None: all cores of the machine, as Ray pins actors to one).
     Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
     """
 
