@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from icc.errors import ICCError
 
-CONFIG_DIR = str(files("icc").joinpath("..", "conf"))
+CONFIG_DIR = str(files("icc").joinpath("conf"))
 
 
 def resource_path(name: str) -> str:
