@@ -30,7 +30,7 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 from sklearn.metrics import adjusted_rand_score
 
-from icc.incremental import read_assignments
+from icc.corpus.incremental import read_assignments
 from icc.metrics import external_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

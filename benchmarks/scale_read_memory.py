@@ -16,9 +16,9 @@ from pathlib import Path
 
 import psutil
 import ray
+from scale_memory import RESULTS, ROOT, build_corpus, record_worker, rss_parts
 
 from icc.data.corpus import read_corpus
-from scale_memory import RESULTS, ROOT, build_corpus, record_worker, rss_parts
 
 
 def worker_heap_peaks(stop: threading.Event, peaks: dict) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.csv
 
+from icc.corpus.rerank import PairwiseJudge, PairwiseReranker
+from icc.corpus.search import ClusterIndex, Searcher
 from icc.models.hub import SMOLLM2
-from icc.rerank import PairwiseJudge, PairwiseReranker
-from icc.search import ClusterIndex, Searcher
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = 10

@@ -14,9 +14,11 @@ from icc.bench.grid import check_dims, clusterer_specs, dataset_specs, embedder_
 from icc.bench.summarize import summarized_dataset
 from icc.bench.tables import METRICS, write_markdown, write_plot
 from icc.config import CONFIG_DIR, to_kwargs
-from icc.errors import ICCError
+from icc.errors import ICCError, user_errors
+from icc.files import write_json
 from icc.models.hub import cache_dir
-from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
+from icc.pipeline import StageTimer, package_versions
+from icc.ray_runtime import start_ray
 from pipelines.cluster import LLM_GENERATION_KEYS
 
 

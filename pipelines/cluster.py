@@ -9,18 +9,19 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from icc.cluster import make_clusterer
-from icc.cluster.sharded import assign_shards, expand_contingency, fit_shards
 from icc.config import CONFIG_DIR, to_kwargs
-from icc.data.embedded import take_texts
-from icc.embed_stage import embed_corpus
-from icc.errors import ICCError
-from icc.incremental import run_incremental
-from icc.labeler import make_labeler
+from icc.corpus.embed_stage import embed_corpus
+from icc.corpus.incremental import run_incremental
+from icc.corpus.labeler import make_labeler
+from icc.corpus.report import check_projection, write_report
+from icc.corpus.rundir import clusters_table, load_run
+from icc.corpus.sharded import assign_shards, expand_contingency, fit_shards
+from icc.data.parquet import take_texts
+from icc.errors import ICCError, user_errors
+from icc.files import write_json
 from icc.metrics import external_metrics, internal_metrics
-from icc.outputs import clusters_table
-from icc.report import check_projection, write_report
-from icc.rundir import load_run
-from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
+from icc.pipeline import StageTimer, package_versions
+from icc.ray_runtime import start_ray
 
 CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 # Keys of the shared llm config that only the in-context pipeline's generation uses.

@@ -9,11 +9,14 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from icc.config import CONFIG_DIR, to_kwargs
-from icc.errors import ICCError
+from icc.errors import ICCError, user_errors
+from icc.files import write_json
 from icc.finetune.evaluate import generated_labels, held_out_episodes, score_episodes, summary
 from icc.finetune.lora import merge_adapter
 from icc.finetune.train import ADAPTER, export_adapter, fit, load_options
-from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
+from icc.pipeline import StageTimer, package_versions
+from icc.ray_runtime import start_ray
+
 
 def run(cfg: DictConfig) -> Path:
     out = Path(cfg.output.dir).resolve()

@@ -13,14 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
 from icc.config import CONFIG_DIR, to_kwargs
-from icc.errors import ICCError
+from icc.errors import ICCError, user_errors
+from icc.files import write_json
 from icc.incontext.attention import affinity_from_attention, spectral_labels
 from icc.incontext.baselines import point_baselines, text_baselines
 from icc.incontext.episodes import build_episodes, episodes_table
 from icc.incontext.runner import ATTENTION_TYPE, attention_column, check_layers, num_layers, run_episodes
 from icc.incontext.scoring import GROUPS, METRICS, episode_scores, mean_by_layer, summarize
 from icc.models.embedder import TextEmbedder
-from icc.runtime import StageTimer, package_versions, start_ray, user_errors, write_json
+from icc.pipeline import StageTimer, package_versions
+from icc.ray_runtime import start_ray
 
 OmegaConf.register_new_resolver("icc_config_dir", lambda sub: str(Path(CONFIG_DIR, sub)), replace=True)
 

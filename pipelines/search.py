@@ -8,10 +8,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from icc.config import CONFIG_DIR, to_kwargs
-from icc.errors import ICCError
-from icc.report import write_report
-from icc.runtime import StageTimer, user_errors
-from icc.search import Searcher
+from icc.corpus.report import write_report
+from icc.corpus.search import Searcher
+from icc.errors import ICCError, user_errors
+from icc.pipeline import StageTimer
 
 # Keys of the shared llm config for generation or for Ray actors: the judge scores prompts in this process.
 LLM_UNUSED_KEYS = ("max_new_tokens", "new_tokens_per_item", "episodes_per_batch", "actors", "num_gpus", "cpus_per_actor")
@@ -47,7 +47,7 @@ def run(cfg: DictConfig) -> list[dict]:
 
 
 def _reranker(cfg: DictConfig):
-    from icc.rerank import PairwiseJudge, PairwiseReranker
+    from icc.corpus.rerank import PairwiseJudge, PairwiseReranker
 
     if cfg.search.rerank != "llm":
         raise ICCError(f"unknown search.rerank '{cfg.search.rerank}' (choose from none, llm)")

@@ -57,7 +57,7 @@ def stop_ray_under(temp):
 @pytest.fixture(scope="session")
 def ray_session(ray_address):
     """This process connected to the session's Ray cluster, with Ray Data set up as pipelines do."""
-    from icc.runtime import start_ray
+    from icc.ray_runtime import start_ray
 
     start_ray(address=ray_address, progress_bars=False)
     yield ray_address

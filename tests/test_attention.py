@@ -9,8 +9,8 @@ from sklearn.metrics import adjusted_rand_score
 from icc.errors import ICCError
 from icc.incontext.attention import (
     affinity_from_attention,
-    char_spans_to_token_spans,
     capture_item_attention,
+    char_spans_to_token_spans,
     item_attention,
     item_membership,
     spectral_labels,

@@ -5,10 +5,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv
 import pytest
+from conftest import TEXT, run_icc
 from sklearn import metrics as skm
 from sklearn.datasets import make_blobs
 
-from conftest import TEXT, run_icc
 from icc.bench.cells import reduce_vectors
 from icc.bench.grid import check_dims, embedder_specs
 from icc.bench.tables import algorithm_summary, best_cells, write_markdown

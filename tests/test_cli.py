@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, TEXT, run_icc
 
 

@@ -2,10 +2,9 @@
 
 import pytest
 import yaml
+from conftest import ROOT
 from ray._private.label_utils import validate_node_label_syntax, validate_node_labels
 from ray.autoscaler._private.util import prepare_config, validate_config
-
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")

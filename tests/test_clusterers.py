@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from icc.cluster import CLUSTERERS, FuzzyCMeans, HDBSCAN, KMeans, make_clusterer
+from icc.cluster import CLUSTERERS, HDBSCAN, FuzzyCMeans, KMeans, make_clusterer
 from icc.errors import ICCError
 from icc.metrics import cluster_accuracy
 

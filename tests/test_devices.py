@@ -8,7 +8,7 @@ import torch
 
 from icc.errors import ICCError
 from icc.models.device import compute_dtype, resolve_device
-from icc.runtime import actor_pool
+from icc.ray_runtime import actor_pool
 
 
 def test_dtype_auto_is_float32_on_cpu_and_names_are_checked():

@@ -7,7 +7,6 @@ import time
 import psutil
 import pyarrow.csv
 import pyarrow.parquet as pq
-
 from conftest import BIN, ROOT, TEXT
 
 ROWS = 600

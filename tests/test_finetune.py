@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import BIN, ROOT, run_icc
 from omegaconf import OmegaConf
 
-from conftest import BIN, ROOT, run_icc
 from icc.config import CONFIG_DIR
 from icc.errors import ICCError
 from icc.finetune.data import (

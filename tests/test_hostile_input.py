@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import BIN, ROOT, run_icc
+
+from icc.corpus.labeler import clean_name
 from icc.data.corpus import read_corpus
 from icc.errors import ICCError
 from icc.incontext.episodes import build_episodes, read_numeric
 from icc.incontext.prompt import numeric_prompt, parse_labels
 from icc.incontext.runner import num_layers
-from icc.labeler import clean_name
 from icc.models.embedder import TextEmbedder
 from icc.models.hub import MINILM, load_kwargs, resolve_model
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SHARED, run_icc
+
 from icc.errors import ICCError
 from icc.incontext.clusterer import ICCClusterer
 from icc.incontext.episodes import build_episodes

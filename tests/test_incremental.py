@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pyarrow.csv
 import pytest
-
 from conftest import TEXT, run_icc
+
 from icc.cluster import make_clusterer
+from icc.corpus.incremental import State, read_assignments, run_incremental
 from icc.errors import ICCError
-from icc.incremental import State, read_assignments, run_incremental
 
 FIRST, ROWS = 160, 40  # rows of the first partition, of the later ones
 COLUMNS = {"text_column": "text", "id_column": None, "label_column": "label"}

@@ -12,7 +12,6 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import BIN, ROOT, TEXT, free_port, stop_ray_under
 
 

@@ -6,12 +6,12 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from conftest import run_icc
+
+from icc.corpus.labeler import KeywordLabeler, clean_name, make_labeler
+from icc.corpus.report import fit_projection, sample_positions
+from icc.corpus.rundir import load_run
 from icc.errors import ICCError
-from icc.labeler import KeywordLabeler, clean_name, make_labeler
-from icc.report import fit_projection, sample_positions
-from icc.rundir import load_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: apt-get install -y chromium")

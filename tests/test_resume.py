@@ -10,11 +10,12 @@ import time
 import numpy as np
 import pyarrow.csv
 import pyarrow.parquet as pq
+from conftest import BIN, ROOT, TEXT, run_icc
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import BIN, ROOT, TEXT, run_icc
-from icc.data.embedded import Shards, resume_shards, vector_matrix
-from icc.embed_stage import embed_corpus, embed_key
+from icc.corpus.embed_stage import embed_corpus, embed_key
+from icc.corpus.shards import Shards, resume_shards
+from icc.data.parquet import vector_matrix
 
 ROWS = 1200  # enough that the run is still embedding well after its second whole shard
 SHARD_ROWS = 32

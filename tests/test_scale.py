@@ -7,15 +7,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import TEXT, run_icc
 from sklearn.datasets import make_blobs
 
-from conftest import TEXT, run_icc
 from icc.cluster import HDBSCAN, KMeans, Spectral
-from icc.cluster.sharded import assign_shards, fit_shards
-from icc.data.embedded import Shards, read_output, sample_mask, take_texts, vector_array
+from icc.corpus.rundir import load_run
+from icc.corpus.sharded import assign_shards, fit_shards
+from icc.corpus.shards import Shards, sample_mask
+from icc.data.parquet import read_output, take_texts, vector_array
 from icc.errors import ICCError
 from icc.metrics import cluster_accuracy
-from icc.rundir import load_run
 
 
 def write_shards(out, X: np.ndarray, per_shard: int, labels=None) -> Shards:
@@ -135,7 +136,8 @@ def test_cluster_streams_into_shards_with_distributed_kmeans(ray_address, tmp_pa
 def test_tokenising_in_a_cpu_stage_gives_the_vectors_of_tokenising_in_the_actor(ray_session):
     import ray.data
 
-    from icc.models.embedder import embed_dataset, tokenize_batch
+    from icc.corpus.embed_stage import embed_dataset
+    from icc.models.embedder import tokenize_batch
 
     texts = ["short", "a somewhat longer text about card payments", "", "word " * 200, "the last one"]
     rows = [{"text": t, "reject": "" if t.strip() else "empty text", "replaced": False} for t in texts]
@@ -157,8 +159,8 @@ def test_tokenising_in_a_cpu_stage_gives_the_vectors_of_tokenising_in_the_actor(
 def test_embedded_rows_stream_in_batches_even_from_one_large_read_block(ray_session, tmp_path):
     """A Parquet file that Ray Data reads as one block still reaches the writer in blocks of
     rows_per_batch, in input order, so shards are written (and can be resumed) as the corpus goes."""
+    from icc.corpus.embed_stage import embed_dataset
     from icc.data.corpus import read_corpus
-    from icc.models.embedder import embed_dataset
 
     texts = [f"note {i}: {'spam' if i % 2 else 'ham'}" for i in range(600)]
     pq.write_table(pa.table({"text": texts}), tmp_path / "one.parquet")

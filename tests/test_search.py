@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_icc
+
+from icc.corpus.rerank import PairwiseJudge, PairwiseReranker, worst_case_comparisons
+from icc.corpus.rundir import load_run
+from icc.corpus.search import ClusterIndex, Searcher
 from icc.errors import ICCError
 from icc.models.hub import SMOLLM2
-from icc.rerank import PairwiseJudge, PairwiseReranker, worst_case_comparisons
-from icc.rundir import load_run
-from icc.search import ClusterIndex, Searcher
 
 QUERIES = ["I lost my phone, what do I do?", "how do I close my account", "what rate do you use for currency exchange",
            "my card has still not arrived", "can I change my PIN at an ATM"]

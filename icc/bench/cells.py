@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from icc.bench.memory import peak_rss_mb, reset_peak_rss
 from icc.cluster import make_clusterer
 from icc.errors import ICCError
+from icc.memory import peak_rss_mib, reset_peak_rss
 from icc.metrics import external_metrics, internal_metrics
 
 
@@ -42,7 +42,7 @@ def cluster_cell(X: np.ndarray, y_true: np.ndarray, embedded: np.ndarray, cluste
     start = time.perf_counter()
     labels = make_clusterer(**{"seed": seed, **clusterer, "k": k}).fit_predict(X)
     seconds = time.perf_counter() - start
-    peak = peak_rss_mb()
+    peak = peak_rss_mib()
     y_pred = np.full(len(y_true), -1, dtype=np.int64)
     y_pred[embedded] = labels
     labelled = pd.notna(y_true)

@@ -9,13 +9,15 @@ import numpy as np
 from icc.bench.cache import commit_entry, entry_path, new_entry
 from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec, EmbedderSpec
-from icc.bench.memory import peak_rss_mb, reset_peak_rss
-from icc.data.embedded import Shards, read_output, read_vectors, write_embedded
+from icc.corpus.embed_stage import embed_dataset
+from icc.corpus.shards import Shards, read_vectors, write_embedded
 from icc.data.fingerprint import cache_key
+from icc.data.parquet import read_output
 from icc.errors import ICCError
-from icc.models.embedder import TextEmbedder, embed_dataset
+from icc.files import read_json, write_json
+from icc.memory import peak_rss_mib, reset_peak_rss
+from icc.models.embedder import TextEmbedder
 from icc.models.tfidf import tfidf_dataset
-from icc.runtime import read_json, write_json
 
 
 class MeasuredEmbedder(TextEmbedder):
@@ -24,7 +26,7 @@ class MeasuredEmbedder(TextEmbedder):
 
     def __call__(self, batch: dict) -> dict:
         batch = super().__call__(batch)
-        batch["peak_rss_mb"] = np.full(len(batch["vector"]), peak_rss_mb())
+        batch["peak_rss_mb"] = np.full(len(batch["vector"]), peak_rss_mib())
         return batch
 
 
@@ -64,7 +66,7 @@ def embedded_corpus(embedder: EmbedderSpec, dataset: DatasetSpec, cache_dir) -> 
         reset_peak_rss()  # TF-IDF is fitted in this process
         ds, _ = tfidf_dataset(ds, **embedder.params)
         shards = write_embedded(ds, partial)
-        peak = peak_rss_mb()
+        peak = peak_rss_mib()
     else:
         ds = embed_dataset(ds, embedder_class=MeasuredEmbedder, **embedder.params).materialize()
         shards = write_embedded(ds, partial)

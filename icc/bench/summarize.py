@@ -15,8 +15,9 @@ from icc.bench.cache import commit_entry, entry_path, new_entry
 from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec
 from icc.data.fingerprint import cache_key
+from icc.files import read_json, write_json
 from icc.models.llm import generate, load_causal_lm, render_chat
-from icc.runtime import actor_pool, read_json, write_json
+from icc.ray_runtime import actor_pool
 
 
 class Summarizer:

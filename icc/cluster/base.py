@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 from sklearn.metrics import silhouette_score
 
-from icc.data.embedded import sample_mask
+from icc.corpus.shards import sample_mask
 from icc.errors import ICCError
 
 ASSIGN = ("centroid", "knn")

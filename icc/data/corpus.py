@@ -17,8 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from icc.errors import ICCError
-from icc.runtime import root_message
+from icc.errors import ICCError, root_message
 
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 # pyarrow parses CSV and JSONL in blocks that must hold a whole row: this bounds one text's size.

@@ -17,7 +17,7 @@ from icc.incontext.attention import capture_item_attention, char_spans_to_token_
 from icc.incontext.prompt import chat_messages, numeric_prompt, parse_labels, text_prompt
 from icc.models.hub import resolve_model
 from icc.models.llm import generate, load_causal_lm, prefill, render_chat
-from icc.runtime import actor_pool
+from icc.ray_runtime import actor_pool
 
 # Tokens an answer needs besides its n labels: brackets, a few words before the list, end of turn.
 _ANSWER_OVERHEAD_TOKENS = 10

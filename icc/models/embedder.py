@@ -17,12 +17,10 @@ import transformers
 from icc.errors import ICCError
 from icc.models.device import compute_dtype, resolve_device, use_threads
 from icc.models.hub import load_kwargs, resolve_model
-from icc.runtime import actor_pool
 
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
-TOKENIZE = ("auto", "stage", "actor")
 # Settings of `embed_dataset` that change how fast it runs and what it may load, not the vectors.
 RUNTIME_SETTINGS = ("batch_size", "rows_per_batch", "actors", "num_gpus", "cpus_per_actor", "num_threads", "tokenize",
                     "allow_pickle", "trust_remote_code")
@@ -185,39 +183,3 @@ def tokenize_batch(batch: dict, model: str, max_length: int = 256, trust_remote_
             column[i] = np.asarray(row, dtype=np.int32)
     batch["input_ids"] = column
     return batch
-
-
-def embed_dataset(
-    ds,
-    model: str,
-    rows_per_batch: int = 1024,
-    actors: int | None = None,
-    num_gpus: float | None = None,
-    cpus_per_actor: float = 1,
-    tokenize: str = "auto",
-    embedder_class: type = TextEmbedder,
-    **embedder_kwargs,
-):
-    """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors
-    (one model each; see `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
-    `rows_per_batch` rows go to an actor at a time, which sorts them by length and runs them in
-    `batch_size` forward passes. tokenize: "stage" (CPU tasks before the actors, fused with
-    reading, so that the actors only pad and run the model), "actor" (in the actors) or "auto"
-    (stage when the actors hold GPUs). `embedder_class`: TextEmbedder or a subclass that adds columns.
-    """
-    if tokenize not in TOKENIZE:
-        raise ICCError(f"unknown embedder.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
-    pool = actor_pool(actors, num_gpus, cpus_per_actor)
-    # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
-    # batches first, so that embedded rows reach the writer (and the shards) as they are done.
-    ds = ds.repartition(target_num_rows_per_block=rows_per_batch)
-    if tokenize == "stage" or (tokenize == "auto" and pool["num_gpus"]):
-        options = {key: embedder_kwargs[key] for key in ("max_length", "trust_remote_code", "text_column")
-                   if key in embedder_kwargs}
-        ds = ds.map_batches(tokenize_batch, fn_kwargs={"model": model, **options}, batch_size=rows_per_batch)
-    return ds.map_batches(
-        embedder_class,
-        fn_constructor_kwargs={"model": model, **embedder_kwargs},
-        batch_size=rows_per_batch,
-        **pool,
-    )

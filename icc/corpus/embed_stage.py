@@ -9,10 +9,14 @@ run cut off (killed) with the same key embeds only the input rows after them
 
 from pathlib import Path
 
+from icc.corpus.shards import Shards, resume_shards, write_embedded
 from icc.data.corpus import read_corpus
-from icc.data.embedded import Shards, resume_shards, write_embedded
 from icc.data.fingerprint import cache_key, file_fingerprint
-from icc.models.embedder import RUNTIME_SETTINGS, embed_dataset
+from icc.errors import ICCError
+from icc.models.embedder import RUNTIME_SETTINGS, TextEmbedder, tokenize_batch
+from icc.ray_runtime import actor_pool
+
+TOKENIZE = ("auto", "stage", "actor")  # where texts are tokenised: see `embed_dataset`
 
 
 def embed_key(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> str:
@@ -42,3 +46,39 @@ def embed_corpus(path: str, columns: dict, embedder: dict, out_dir, shard_rows: 
         ds = ds.split_at_indices([done])[1]  # the rows after the whole shards (materializes the read texts)
     shards = write_embedded(embed_dataset(ds, **embedder), shards, shard_rows)
     return shards, shards.n_rows - done
+
+
+def embed_dataset(
+    ds,
+    model: str,
+    rows_per_batch: int = 1024,
+    actors: int | None = None,
+    num_gpus: float | None = None,
+    cpus_per_actor: float = 1,
+    tokenize: str = "auto",
+    embedder_class: type = TextEmbedder,
+    **embedder_kwargs,
+):
+    """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors
+    (one model each; see `icc.ray_runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
+    `rows_per_batch` rows go to an actor at a time, which sorts them by length and runs them in
+    `batch_size` forward passes. tokenize: "stage" (CPU tasks before the actors, fused with
+    reading, so that the actors only pad and run the model), "actor" (in the actors) or "auto"
+    (stage when the actors hold GPUs). `embedder_class`: TextEmbedder or a subclass that adds columns.
+    """
+    if tokenize not in TOKENIZE:
+        raise ICCError(f"unknown embedder.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
+    pool = actor_pool(actors, num_gpus, cpus_per_actor)
+    # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
+    # batches first, so that embedded rows reach the writer (and the shards) as they are done.
+    ds = ds.repartition(target_num_rows_per_block=rows_per_batch)
+    if tokenize == "stage" or (tokenize == "auto" and pool["num_gpus"]):
+        options = {key: embedder_kwargs[key] for key in ("max_length", "trust_remote_code", "text_column")
+                   if key in embedder_kwargs}
+        ds = ds.map_batches(tokenize_batch, fn_kwargs={"model": model, **options}, batch_size=rows_per_batch)
+    return ds.map_batches(
+        embedder_class,
+        fn_constructor_kwargs={"model": model, **embedder_kwargs},
+        batch_size=rows_per_batch,
+        **pool,
+    )

@@ -12,8 +12,8 @@ keeps near-miss neighbours from other clusters out of the results.
 import faiss
 import numpy as np
 
+from icc.corpus.rundir import ClusterRun, load_run
 from icc.errors import ICCError
-from icc.rundir import ClusterRun, load_run
 
 FILTERS = ("cluster", "none")
 

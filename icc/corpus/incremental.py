@@ -34,13 +34,15 @@ import numpy as np
 import pyarrow as pa
 
 from icc.cluster.base import Clusterer
-from icc.cluster.sharded import Fitted, assign_shards, expand_contingency, fit_shards
-from icc.data.embedded import Shards, combine_shards, read_output
+from icc.corpus.embed_stage import embed_corpus
+from icc.corpus.sharded import Fitted, assign_shards, expand_contingency, fit_shards
+from icc.corpus.shards import Shards, combine_shards
 from icc.data.fingerprint import file_fingerprint
-from icc.embed_stage import embed_corpus
+from icc.data.parquet import read_output
 from icc.errors import ICCError
+from icc.files import write_json
 from icc.metrics import external_metrics
-from icc.runtime import StageTimer, write_json
+from icc.pipeline import StageTimer
 
 STATE = "state.json"
 CENTROIDS = "centroids.npy"

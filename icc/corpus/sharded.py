@@ -23,9 +23,10 @@ import ray
 
 from icc.cluster.base import Clusterer, check_k
 from icc.cluster.kmeans import KMeans
-from icc.data.embedded import Shards, read_vectors, remove_output, sample_mask
+from icc.corpus.rundir import assignments_table, central_members
+from icc.corpus.shards import Shards, read_vectors, remove_output, sample_mask
 from icc.errors import ICCError
-from icc.outputs import assignments_table, central_members
+from icc.ray_runtime import get
 
 
 @dataclass
@@ -54,16 +55,6 @@ class Assigned:
     sample_vectors: np.ndarray
     sample_clusters: np.ndarray
     nodes: set
-
-
-def get(ref):
-    """ray.get that re-raises a task's ICCError as itself (one line for the user, no traceback)."""
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as e:
-        if isinstance(e.cause, ICCError):
-            raise ICCError(str(e.cause)) from None
-        raise
 
 
 def fit_shards(clusterer: Clusterer, shards: Shards) -> Fitted:

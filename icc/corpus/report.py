@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from icc.corpus.rundir import ClusterRun
 from icc.errors import ICCError
-from icc.rundir import ClusterRun
 
 PROJECTIONS = ("pca", "umap")
 HOVER_CHARS = 300

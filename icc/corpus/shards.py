@@ -10,13 +10,11 @@ Shard i of both directories holds the same input rows, so a shard's first row nu
 the rows of the shards before it. The driver holds one batch at a time and a few numbers per shard
 (`Shards`), kept in `embed.json`: rewritten after each shard is closed (`complete: false`, the
 shards listed are whole) and last with `complete: true`, which marks the stage complete. With a
-`key` (what the shards were made from, see `icc.embed_stage`), a re-run after a crash continues
-after the shards listed (`resume_shards`). Every reader here also takes a single Parquet file, the
-layout of runs written before the shards.
+`key` (what the shards were made from, see `icc.corpus.embed_stage`), a re-run after a crash
+continues after the shards listed (`resume_shards`). File names: `icc.corpus.rundir`.
 """
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from icc.corpus.rundir import EMBED_MANIFEST, EMBEDDINGS, TEXTS, part_name
+from icc.data.parquet import vector_array, vector_matrix
 from icc.errors import ICCError
-
-MANIFEST = "embed.json"
+from icc.files import write_json
 
 
 @dataclass
@@ -64,20 +63,20 @@ class Shards:
         return np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(np.int64) if self.rows else np.zeros(0, np.int64)
 
     def texts(self, shard: int) -> Path:
-        return self.dir / "texts.parquet" / _part(shard)
+        return self.dir / TEXTS / part_name(shard)
 
     def embeddings(self, shard: int) -> Path:
-        return self.dir / "embeddings.parquet" / _part(shard)
+        return self.dir / EMBEDDINGS / part_name(shard)
 
     def save(self) -> None:
         record = {key: value for key, value in asdict(self).items() if key != "dir"}
-        _write_atomic(self.dir / MANIFEST, json.dumps(record, indent=2) + "\n")
+        write_json(self.dir / EMBED_MANIFEST, record)
 
     @classmethod
     def load(cls, out_dir, partial: bool = False) -> "Shards | None":
         """The manifest of a completed embed stage in `out_dir` (or of a cut-off one, with
         `partial`), or None if there is none."""
-        path = Path(out_dir) / MANIFEST
+        path = Path(out_dir) / EMBED_MANIFEST
         if not path.is_file():
             return None
         shards = cls(dir=Path(out_dir), **json.loads(path.read_text()))
@@ -93,10 +92,10 @@ class CombinedShards(Shards):
     local: list[int] = field(default_factory=list)
 
     def texts(self, shard: int) -> Path:
-        return self.dirs[shard] / "texts.parquet" / _part(self.local[shard])
+        return self.dirs[shard] / TEXTS / part_name(self.local[shard])
 
     def embeddings(self, shard: int) -> Path:
-        return self.dirs[shard] / "embeddings.parquet" / _part(self.local[shard])
+        return self.dirs[shard] / EMBEDDINGS / part_name(self.local[shard])
 
 
 def combine_shards(parts: list[Shards]) -> CombinedShards:
@@ -121,10 +120,10 @@ def resume_shards(out_dir, key: str) -> Shards:
     out_dir = Path(out_dir)
     shards = Shards.load(out_dir, partial=True)
     if shards is None or not key or shards.key != key or not _whole(shards):
-        for name in ("texts.parquet", "embeddings.parquet", MANIFEST):
+        for name in (TEXTS, EMBEDDINGS, EMBED_MANIFEST):
             remove_output(out_dir / name)
         return Shards(dir=out_dir, key=key, complete=False)
-    for name in ("texts.parquet", "embeddings.parquet"):
+    for name in (TEXTS, EMBEDDINGS):
         for file in sorted((out_dir / name).glob("part-*.parquet"))[len(shards.rows):]:
             file.unlink()
     return shards
@@ -137,29 +136,6 @@ def _whole(shards: Shards) -> bool:
                    for i, (n, m) in enumerate(zip(shards.rows, shards.embedded)))
     except (OSError, pa.ArrowInvalid):
         return False
-
-
-def _part(shard: int) -> str:
-    return f"part-{shard:05d}.parquet"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    """(n, dim) float32 -> an Arrow column of fixed-size lists."""
-    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).ravel(), pa.float32()),
-                                             vectors.shape[1])
-
-
-def vector_matrix(column) -> np.ndarray:
-    """An Arrow column of fixed-size float32 lists -> (n, dim) float32, the inverse of `vector_array`."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
 
 
 class _ShardWriter:
@@ -202,10 +178,10 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
         shards = out
     else:
         shards = Shards(dir=Path(out))
-        for name in ("texts.parquet", "embeddings.parquet", MANIFEST):
+        for name in (TEXTS, EMBEDDINGS, EMBED_MANIFEST):
             remove_output(shards.dir / name)
-    (shards.dir / "texts.parquet").mkdir(parents=True, exist_ok=True)
-    (shards.dir / "embeddings.parquet").mkdir(exist_ok=True)
+    (shards.dir / TEXTS).mkdir(parents=True, exist_ok=True)
+    (shards.dir / EMBEDDINGS).mkdir(exist_ok=True)
     shards.complete = False
     writer = _ShardWriter(shards, shard_rows)
     n_rows = shards.n_rows
@@ -243,43 +219,6 @@ def remove_output(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
-
-
-def parquet_files(path) -> list[Path]:
-    """The Parquet files of an output: the file itself, or a directory's shards in order."""
-    path = Path(path)
-    if path.is_dir():
-        return sorted(path.glob("part-*.parquet"))
-    if path.is_file():
-        return [path]
-    raise ICCError(f"missing {path}")
-
-
-def read_output(path, columns: list[str] | None = None) -> pa.Table:
-    """A whole output (file or directory of shards) as one table, rows in order."""
-    files = parquet_files(path)
-    tables = [pq.read_table(f, columns=columns) for f in files]
-    if not tables:
-        raise ICCError(f"no Parquet shards in {path}")
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-
-
-def take_texts(path, positions: np.ndarray) -> list[str]:
-    """Texts at row `positions` of a texts output (file or shards), in the order given, streaming."""
-    positions = np.asarray(positions, dtype=np.int64)
-    found = np.empty(len(positions), dtype=object)
-    offset = 0
-    for file in parquet_files(path):
-        parquet = pq.ParquetFile(file)
-        rows = parquet.metadata.num_rows
-        if ((positions >= offset) & (positions < offset + rows)).any():
-            for batch in parquet.iter_batches(batch_size=8192, columns=["text"]):
-                inside = (positions >= offset) & (positions < offset + batch.num_rows)
-                found[inside] = batch.column(0).take(positions[inside] - offset).to_pylist()
-                offset += batch.num_rows
-        else:
-            offset += rows
-    return found.tolist()
 
 
 def sample_mask(n: int, fraction: float, seed: int, shard: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from icc.config import build
 from icc.models.llm import generate, load_causal_lm, render_chat
-from icc.runtime import actor_pool
+from icc.ray_runtime import actor_pool
 
 NAME_PROMPT = (
     "Here are texts from one group:\n{texts}\n\n"

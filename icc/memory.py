@@ -20,8 +20,8 @@ def reset_peak_rss() -> None:
         pass
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (since `reset_peak_rss` on Linux)."""
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (since `reset_peak_rss` on Linux; else since the process started)."""
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith("VmHWM:"):

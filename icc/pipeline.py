@@ -1,0 +1,71 @@
+"""What every pipeline shares around its stages: the Hydra entry point with one-line user errors,
+stage timings, and the run record (`run.json`: the resolved config and the package versions)."""
+
+import contextlib
+import importlib.metadata
+import time
+from pathlib import Path
+
+from icc.config import CONFIG_DIR
+from icc.errors import user_errors
+from icc.files import write_json
+from icc.memory import peak_rss_mib
+
+RUN_RECORD = "run.json"
+PACKAGES = ["icc", "ray", "torch", "transformers", "peft", "deepspeed", "pyarrow", "scikit-learn", "faiss-cpu", "hydra-core"]
+
+
+def hydra_main(config_name: str, run):
+    """The `main()` of a pipeline: Hydra composes `icc/conf/<config_name>.yaml` with the command
+    line's overrides and calls `run(cfg)`; an ICCError ends it with one line and exit code 2."""
+    import hydra
+
+    @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
+    def main(cfg) -> None:
+        with user_errors():
+            run(cfg)
+
+    return main
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage: `with timer("embed"): ...`; `timer.seconds` is a dict.
+
+    `timer.peak_rss_mib` {stage: MiB}: this process's peak resident memory at the end of each
+    stage, so the first stage whose value is higher than the one before raised the peak.
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.peak_rss_mib: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 3)
+            self.peak_rss_mib[stage] = int(peak_rss_mib())
+
+
+def package_versions() -> dict[str, str | None]:
+    """{distribution: version, None where it is not installed} for the packages a result depends on."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_run_record(out, pipeline: str, cfg, **extra) -> Path:
+    """Write `out/run.json`: the pipeline's name, its resolved config, `extra` entries and the
+    package versions. Returns its path."""
+    from omegaconf import OmegaConf
+
+    path = Path(out) / RUN_RECORD
+    write_json(path, {"pipeline": pipeline, "config": OmegaConf.to_container(cfg, resolve=True), **extra,
+                      "versions": package_versions()})
+    return path

@@ -1,0 +1,71 @@
+"""Ray for the pipelines: joining or starting a cluster, pools of model-holding actors, task results."""
+
+import logging
+
+from icc.checks import check_non_negative, check_positive_int
+from icc.errors import ICCError
+
+# Times a batch is retried after the actor running it died (see `actor_pool`).
+ACTOR_TASK_RETRIES = 3
+
+
+def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True) -> None:
+    """Join the Ray cluster at `address` ("auto": the running one) or start a local one ("")."""
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        local = {"num_cpus": num_cpus, "include_dashboard": False} if not address else {}
+        ray.init(address=address or None, logging_level=logging.WARNING, **local)
+    context = DataContext.get_current()
+    context.enable_progress_bars = progress_bars
+    context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
+
+
+def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1) -> dict:
+    """`map_batches` keyword arguments for a pool of model-holding actors.
+
+    With GPUs in the cluster, each actor takes `num_gpus` (default 1) and there is one actor per
+    GPU unless `actors` is set; without GPUs, `actors` (default 1) CPU actors.
+
+    Faults: an actor whose process dies (killed, out of memory, node lost) is restarted without
+    limit -- it holds nothing but its model, which it loads again -- and each batch it was running
+    is retried on the restarted actor up to ACTOR_TASK_RETRIES times, so no row is lost; a batch
+    that kills its actor every time fails the job instead of looping forever.
+
+    Actors that hold no GPU see none (Ray leaves a GPU node's GPUs visible to them, and their
+    models would all pick the first one), so they run on the CPU wherever they are placed.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    check_positive_int(actors, "actors", allow_none=True)
+    check_non_negative(num_gpus, "num_gpus", allow_none=True)
+    check_non_negative(cpus_per_actor, "cpus_per_actor")
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if num_gpus is None:
+        num_gpus = 1 if cluster_gpus else 0
+    if actors is None:
+        actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
+    pool = {
+        "compute": ActorPoolStrategy(size=actors),
+        "num_gpus": num_gpus,
+        "num_cpus": cpus_per_actor,
+        "max_restarts": -1,
+        "max_task_retries": ACTOR_TASK_RETRIES,
+    }
+    if not num_gpus:
+        pool["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+    return pool
+
+
+def get(ref):
+    """ray.get that re-raises a task's ICCError as itself (one line for the user, no traceback)."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, ICCError):
+            raise ICCError(str(e.cause)) from None
+        raise
