@@ -25,7 +25,7 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print("usage: icc <pipeline> [key=value ...] [--cfg job] [--help]\n\npipelines:")
         for name, summary in names.items():
-            print(f"  {name:<10} {summary}")
+            print(f"  {name:<12} {summary}")
         print("\n`icc <pipeline> --help` lists its config groups; `--cfg job` prints the resolved config.")
         return
     name = sys.argv[1]

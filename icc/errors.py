@@ -1,5 +1,6 @@
 """The one exception type for bad input or configuration, and how a pipeline reports it: one line
-on stderr (`icc: error: ...`) and exit code 2, without a traceback."""
+on stderr (`icc: error: ...`) and exit code 2, without a traceback (also for a config value
+marked ??? that was not given)."""
 
 import contextlib
 import sys
@@ -26,6 +27,10 @@ def user_errors():
 def _user_error_message(error: Exception) -> str | None:
     if isinstance(error, ICCError):  # a RayTaskError wrapping an ICCError is an ICCError too
         return root_message(error)
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(error, MissingMandatoryValue):  # a config value written as ??? was not given
+        return f"give {error.full_key}=<value>: it has no default"
     from ray.exceptions import RayTaskError
 
     # The first line names the task's process after Ray Data's operators: "ray::ReadCSV->MapBatches(...)".

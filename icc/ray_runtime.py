@@ -69,3 +69,21 @@ def get(ref):
         if isinstance(e.cause, ICCError):
             raise ICCError(str(e.cause)) from None
         raise
+
+
+def map_actors(ds, actor_class: type, constructor_kwargs: dict, batch_size: int, actors: int | None = None,
+               num_gpus: float | None = None, cpus_per_actor: float = 1, num_threads: int | None = None,
+               **map_options):
+    """`ds.map_batches` on a pool of `actor_class` actors, each built with `constructor_kwargs`.
+
+    actors, num_gpus, cpus_per_actor: the pool (see `actor_pool`); num_threads: torch CPU threads
+    of each actor (passed to its constructor). These four are a config's `<model>.pool` group.
+    map_options: more `map_batches` arguments (batch_format, ...).
+    """
+    return ds.map_batches(
+        actor_class,
+        fn_constructor_kwargs={**constructor_kwargs, "num_threads": num_threads},
+        batch_size=batch_size,
+        **map_options,
+        **actor_pool(actors, num_gpus, cpus_per_actor),
+    )

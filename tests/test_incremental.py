@@ -1,4 +1,4 @@
-"""Scheduled incremental runs (`icc.incremental`): the first run fits, later ones assign only the
+"""Scheduled incremental runs (`icc incremental`, `icc.corpus.incremental`): the first run fits, later ones assign only the
 new partitions, re-runs are idempotent, and drift or schedule.refit=true refits on every partition."""
 
 import json
@@ -16,7 +16,8 @@ from icc.errors import ICCError
 FIRST, ROWS = 160, 40  # rows of the first partition, of the later ones
 COLUMNS = {"text_column": "text", "id_column": None, "label_column": "label"}
 DRIFT = 0.4  # 40-row partitions of the same news drift by up to about 0.2 by chance
-EMBEDDER = {"model": "all-MiniLM-L6-v2", "max_length": 32, "rows_per_batch": 64}
+EMBEDDER = {"model": "all-MiniLM-L6-v2", "max_length": 32}
+POOL = {"rows_per_batch": 64}
 
 
 def write_partition(root, name, table):
@@ -27,7 +28,7 @@ def write_partition(root, name, table):
 def schedule(data, state, **options):
     clusterer = make_clusterer("kmeans", k=4, seed=0)
     options.setdefault("drift_threshold", DRIFT)
-    return run_incremental(data, state, COLUMNS, EMBEDDER, clusterer, shard_rows=32, **options)[1]
+    return run_incremental(data, state, COLUMNS, EMBEDDER, POOL, clusterer, shard_rows=32, **options)[1]
 
 
 def snapshot(state):
@@ -41,9 +42,9 @@ def test_incremental_runs(ray_session, tmp_path):
     write_partition(data, "date=2026-01-01", news.slice(0, FIRST))
 
     # The first run through the command line, the others in this process (the same code after the config).
-    args = ["cluster", f"ray.address={ray_session}", "ray.progress_bars=false", "data=file", f"data.path={data}",
-            "data.label_column=label", "clusterer.k=4", "embedder.max_length=32", "embedder.rows_per_batch=64",
-            "output.shard_rows=32", "schedule.mode=incremental"]
+    args = ["incremental", f"ray.address={ray_session}", "ray.progress_bars=false", f"data.path={data}",
+            "data.label_column=label", "clusterer.k=4", "embedder.max_length=32", "embedder.pool.rows_per_batch=64",
+            "output.shard_rows=32"]
     missing = run_icc(*args)
     assert missing.returncode == 2 and "schedule.state" in missing.stderr
     result = run_icc(*args, f"schedule.state={state}", f"output.dir={tmp_path / 'hydra'}")
@@ -51,7 +52,7 @@ def test_incremental_runs(ray_session, tmp_path):
     assert "new ['date=2026-01-01']" in result.stdout
     (run_dir,) = (state / "runs").iterdir()
     first = json.loads((run_dir / "metrics.json").read_text())
-    assert json.loads((run_dir / "run.json").read_text())["config"]["schedule"]["mode"] == "incremental"
+    assert json.loads((run_dir / "run.json").read_text())["pipeline"] == "incremental"
     assert first["action"] == "fit" and first["new_partitions"] == ["date=2026-01-01"]
     assert first["rows_embedded_this_run"] == FIRST and first["fit"]["rows"] == FIRST
     fitted = snapshot(state)
@@ -94,4 +95,4 @@ def test_incremental_runs(ray_session, tmp_path):
 def test_partitions_must_be_directories(tmp_path):
     (tmp_path / "flat.csv").write_text("text\nhello\n")
     with pytest.raises(ICCError, match="no partitions"):
-        run_incremental(tmp_path, tmp_path / "state", COLUMNS, EMBEDDER, make_clusterer("kmeans", k=2), 32)
+        run_incremental(tmp_path, tmp_path / "state", COLUMNS, EMBEDDER, POOL, make_clusterer("kmeans", k=2), 32)

@@ -24,7 +24,7 @@ SHARD_ROWS = 32
 def command(ray_address, corpus, out) -> list[str]:
     return ["cluster", f"ray.address={ray_address}", "ray.progress_bars=false", "data=file", f"data.path={corpus}",
             "data.label_column=label", "clusterer.k=4", "labeler=none", "report.enabled=false",
-            "embedder.max_length=32", "embedder.rows_per_batch=16", f"output.shard_rows={SHARD_ROWS}",
+            "embedder.max_length=32", "embedder.pool.rows_per_batch=16", f"output.shard_rows={SHARD_ROWS}",
             f"output.dir={out}"]
 
 
@@ -80,9 +80,10 @@ def test_killed_run_resumes_without_re_embedding(ray_address, tmp_path):
     # Ray is needed to see it), also with other runtime settings; another embedder config starts afresh.
     config = json.loads((killed / "run.json").read_text())["config"]
     columns = {key: value for key, value in config["data"].items() if key != "path"}
-    shards, embedded_now = embed_corpus(str(corpus), columns, config["embedder"], killed, SHARD_ROWS)
+    embedder = {key: value for key, value in config["embedder"].items() if key != "pool"}
+    shards, embedded_now = embed_corpus(str(corpus), columns, embedder, config["embedder"]["pool"], killed, SHARD_ROWS)
     assert embedded_now == 0 and shards.complete and shards.n_rows == ROWS
-    faster = {**config["embedder"], "actors": 2, "batch_size": 8, "rows_per_batch": 64}
-    assert embed_corpus(str(corpus), columns, faster, killed, SHARD_ROWS)[1] == 0
-    other = resume_shards(killed, embed_key(str(corpus), columns, {**config["embedder"], "max_length": 64}))
+    faster = {**config["embedder"]["pool"], "actors": 2, "batch_size": 8, "rows_per_batch": 64}
+    assert embed_corpus(str(corpus), columns, embedder, faster, killed, SHARD_ROWS)[1] == 0
+    other = resume_shards(killed, embed_key(str(corpus), columns, {**embedder, "max_length": 64}))
     assert other.n_rows == 0 and not (killed / "embeddings.parquet").exists()

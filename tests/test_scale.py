@@ -117,7 +117,7 @@ def test_cluster_streams_into_shards_with_distributed_kmeans(ray_address, tmp_pa
     out = tmp_path / "run"
     result = run_icc("cluster", f"ray.address={ray_address}", "ray.progress_bars=false", "data=file",
                      f"data.path={TEXT / 'cstr.csv'}", "data.label_column=label", "clusterer.k=4",
-                     "clusterer.backend=ray", "clusterer.n_init=3", "output.shard_rows=64", "embedder.rows_per_batch=32",
+                     "clusterer.backend=ray", "clusterer.n_init=3", "output.shard_rows=64", "embedder.pool.rows_per_batch=32",
                      "labeler=none", "report.enabled=false", f"output.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     shards = Shards.load(out)
@@ -146,14 +146,15 @@ def test_tokenising_in_a_cpu_stage_gives_the_vectors_of_tokenising_in_the_actor(
     assert [len(ids) for ids in staged["input_ids"]] == [3, 9, 0, 32, 5]  # [CLS] ... [SEP], cut at max_length
     out = {}
     for mode in ("stage", "actor"):
-        ds = embed_dataset(ray.data.from_items(rows), "all-MiniLM-L6-v2", rows_per_batch=2, tokenize=mode, max_length=32)
+        ds = embed_dataset(ray.data.from_items(rows), {"model": "all-MiniLM-L6-v2", "max_length": 32}, rows_per_batch=2,
+                           tokenize=mode)
         out[mode] = ds.take_all()
     assert "input_ids" not in out["stage"][0]
     np.testing.assert_allclose(np.stack([r["vector"] for r in out["stage"]]),
                                np.stack([r["vector"] for r in out["actor"]]), atol=1e-5)
     assert [bool(r["truncated"]) for r in out["stage"]] == [False, False, False, True, False]
-    with pytest.raises(ICCError, match="unknown embedder.tokenize"):
-        embed_dataset(ray.data.from_items(rows), "all-MiniLM-L6-v2", tokenize="gpu")
+    with pytest.raises(ICCError, match="unknown embedder.pool.tokenize"):
+        embed_dataset(ray.data.from_items(rows), {"model": "all-MiniLM-L6-v2"}, tokenize="gpu")
 
 
 def test_embedded_rows_stream_in_batches_even_from_one_large_read_block(ray_session, tmp_path):
@@ -166,8 +167,8 @@ def test_embedded_rows_stream_in_batches_even_from_one_large_read_block(ray_sess
     pq.write_table(pa.table({"text": texts}), tmp_path / "one.parquet")
     ds = read_corpus(str(tmp_path / "one.parquet"), "text")
     assert [bundle.num_rows() for bundle in ds.iter_internal_ref_bundles()] == [600]
-    embedded = embed_dataset(read_corpus(str(tmp_path / "one.parquet"), "text"), "all-MiniLM-L6-v2",
-                             rows_per_batch=128, max_length=16)
+    embedded = embed_dataset(read_corpus(str(tmp_path / "one.parquet"), "text"),
+                             {"model": "all-MiniLM-L6-v2", "max_length": 16}, rows_per_batch=128)
     batches = list(embedded.iter_batches(batch_format="numpy", batch_size=None))
     assert [len(b["text"]) for b in batches] == [128, 128, 128, 128, 88]
     assert np.concatenate([b["text"] for b in batches]).tolist() == texts

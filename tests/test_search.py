@@ -62,6 +62,24 @@ def test_bad_search_arguments(searcher, kwargs, message):
         searcher.search(searcher.embed("card"), **kwargs)
 
 
+def test_queries_are_embedded_as_the_run_recorded_its_embedder(banking_run, tmp_path):
+    """A run embedded with pooling=last is searched with last-token query vectors, not mean-pooled ones:
+    the Searcher loads the embedder from run.json's whole load group."""
+    from icc.models.embedder import TextEmbedder
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(banking_run, run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert {"model", "max_length", "pooling", "dtype"} <= set(record["embedder"])
+    record["embedder"]["pooling"] = "last"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    query = QUERIES[0]
+    vector = Searcher.load(run_dir).embed(query)
+    last = TextEmbedder(record["embedder"]["model"], max_length=record["embedder"]["max_length"], pooling="last")
+    np.testing.assert_allclose(vector, last.embed([query])[0], atol=1e-5)
+    assert not np.allclose(vector, Searcher.load(banking_run).embed(query), atol=1e-3)
+
+
 def test_query_on_100k_vectors_takes_well_under_a_second():
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(100_000, 384)).astype(np.float32)

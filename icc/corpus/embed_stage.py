@@ -4,7 +4,7 @@ The key hashes the input's fingerprint (the names and bytes of its files,
 `icc.data.fingerprint.file_fingerprint`), the columns read and the embedder config. A run whose output
 directory holds a complete stage with the same key skips it; one that finds the whole shards of a
 run cut off (killed) with the same key embeds only the input rows after them
-(`icc.data.embedded.resume_shards`); a different key (other data, another embedder) starts afresh.
+(`icc.corpus.shards.resume_shards`); a different key (other data, another embedder) starts afresh.
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ from icc.corpus.shards import Shards, resume_shards, write_embedded
 from icc.data.corpus import read_corpus
 from icc.data.fingerprint import cache_key, file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import RUNTIME_SETTINGS, TextEmbedder, tokenize_batch
+from icc.models.embedder import TextEmbedder, tokenize_batch
 from icc.ray_runtime import actor_pool
 
 TOKENIZE = ("auto", "stage", "actor")  # where texts are tokenised: see `embed_dataset`
@@ -21,19 +21,18 @@ TOKENIZE = ("auto", "stage", "actor")  # where texts are tokenised: see `embed_d
 
 def embed_key(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> str:
     """Key of the embed stage: the files under `path` (their `fingerprint`), `columns`
-    {text_column, id_column, label_column} and the `embedder` keyword arguments that shape the
-    vectors (not its `RUNTIME_SETTINGS`: a re-run with more actors continues the same stage)."""
-    vectors = {key: value for key, value in embedder.items() if key not in RUNTIME_SETTINGS}
-    return cache_key(data=fingerprint or file_fingerprint(path), columns=columns, embedder=vectors)
+    {text_column, id_column, label_column} and the `embedder` load settings, which shape the
+    vectors (not the pool's: a re-run with more actors continues the same stage)."""
+    return cache_key(data=fingerprint or file_fingerprint(path), columns=columns, embedder=embedder)
 
 
-def embed_corpus(path: str, columns: dict, embedder: dict, out_dir, shard_rows: int,
+def embed_corpus(path: str, columns: dict, embedder: dict, pool: dict, out_dir, shard_rows: int,
                  fingerprint: str | None = None) -> tuple[Shards, int]:
     """Read the corpus at `path`, embed it and write its shards to `out_dir`, or reuse what an
     earlier run with the same key wrote there (see the module docstring).
 
-    columns: {text_column, id_column, label_column} for `read_corpus`; embedder: keyword arguments
-    of `embed_dataset`; fingerprint: `file_fingerprint(path)` if the caller has it. Returns the
+    columns: {text_column, id_column, label_column} for `read_corpus`; embedder, pool: as for
+    `embed_dataset`; fingerprint: `file_fingerprint(path)` if the caller has it. Returns the
     complete shards and the input rows this call sent to the embedder.
     """
     key = embed_key(path, columns, embedder, fingerprint)
@@ -44,41 +43,45 @@ def embed_corpus(path: str, columns: dict, embedder: dict, out_dir, shard_rows: 
     ds = read_corpus(path, columns["text_column"], columns.get("id_column"), columns.get("label_column"))
     if done:
         ds = ds.split_at_indices([done])[1]  # the rows after the whole shards (materializes the read texts)
-    shards = write_embedded(embed_dataset(ds, **embedder), shards, shard_rows)
+    shards = write_embedded(embed_dataset(ds, embedder, **pool), shards, shard_rows)
     return shards, shards.n_rows - done
 
 
 def embed_dataset(
     ds,
-    model: str,
-    rows_per_batch: int = 1024,
+    embedder: dict,
     actors: int | None = None,
     num_gpus: float | None = None,
     cpus_per_actor: float = 1,
+    num_threads: int | None = None,
+    batch_size: int | None = None,
+    rows_per_batch: int = 1024,
     tokenize: str = "auto",
     embedder_class: type = TextEmbedder,
-    **embedder_kwargs,
 ):
-    """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors
-    (one model each; see `icc.ray_runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
-    `rows_per_batch` rows go to an actor at a time, which sorts them by length and runs them in
-    `batch_size` forward passes. tokenize: "stage" (CPU tasks before the actors, fused with
-    reading, so that the actors only pad and run the model), "actor" (in the actors) or "auto"
-    (stage when the actors hold GPUs). `embedder_class`: TextEmbedder or a subclass that adds columns.
+    """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors.
+
+    embedder: what loads the model, `TextEmbedder` keyword arguments (model, max_length, pooling,
+    dtype, trust_remote_code, allow_pickle). The rest is the pool (the config's `embedder.pool`):
+    `actors`, `num_gpus`, `cpus_per_actor` (see `icc.ray_runtime.actor_pool`) and each actor's
+    `num_threads` and `batch_size`; `rows_per_batch` rows go to an actor at a time, which sorts
+    them by length and runs them in `batch_size` forward passes. tokenize: "stage" (CPU tasks
+    before the actors, fused with reading, so that the actors only pad and run the model), "actor"
+    (in the actors) or "auto" (stage when the actors hold GPUs). `embedder_class`: TextEmbedder or
+    a subclass that adds columns.
     """
     if tokenize not in TOKENIZE:
-        raise ICCError(f"unknown embedder.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
+        raise ICCError(f"unknown embedder.pool.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
     pool = actor_pool(actors, num_gpus, cpus_per_actor)
     # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
     # batches first, so that embedded rows reach the writer (and the shards) as they are done.
     ds = ds.repartition(target_num_rows_per_block=rows_per_batch)
     if tokenize == "stage" or (tokenize == "auto" and pool["num_gpus"]):
-        options = {key: embedder_kwargs[key] for key in ("max_length", "trust_remote_code", "text_column")
-                   if key in embedder_kwargs}
-        ds = ds.map_batches(tokenize_batch, fn_kwargs={"model": model, **options}, batch_size=rows_per_batch)
+        options = {key: embedder[key] for key in ("max_length", "trust_remote_code") if key in embedder}
+        ds = ds.map_batches(tokenize_batch, fn_kwargs={"model": embedder["model"], **options}, batch_size=rows_per_batch)
     return ds.map_batches(
         embedder_class,
-        fn_constructor_kwargs={"model": model, **embedder_kwargs},
+        fn_constructor_kwargs={**embedder, "num_threads": num_threads, "batch_size": batch_size},
         batch_size=rows_per_batch,
         **pool,
     )

@@ -21,11 +21,11 @@ one only touched is not. A run embeds the new partitions, then
   `drift_threshold`, or on `refit`, it fits again on the stored embeddings of every partition
   and assigns them all again (`refit`).
 Every row goes to its nearest centroid. state.json is written last, so a run killed midway leaves
-the state of the run before; its re-run reuses the embeddings that were written (`icc.embed_stage`).
+the state of the run before; its re-run reuses the embeddings that were written (`icc.corpus.embed_stage`).
 """
 
+import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,12 +35,13 @@ import pyarrow as pa
 
 from icc.cluster.base import Clusterer
 from icc.corpus.embed_stage import embed_corpus
+from icc.corpus.rundir import ASSIGNMENTS, write_metrics
 from icc.corpus.sharded import Fitted, assign_shards, expand_contingency, fit_shards
 from icc.corpus.shards import Shards, combine_shards
 from icc.data.fingerprint import file_fingerprint
 from icc.data.parquet import read_output
 from icc.errors import ICCError
-from icc.files import write_json
+from icc.files import write_atomic, write_json
 from icc.metrics import external_metrics
 from icc.pipeline import StageTimer
 
@@ -70,12 +71,10 @@ class State:
     def save(self, centroids: np.ndarray | None = None) -> None:
         """Write the centroids of a new fit, then state.json, each by an atomic rename."""
         if centroids is not None:
-            with open(self.dir / f"{CENTROIDS}.tmp", "wb") as f:
-                np.save(f, centroids.astype(np.float32))
-            os.replace(self.dir / f"{CENTROIDS}.tmp", self.dir / CENTROIDS)
-        record = {key: value for key, value in asdict(self).items() if key != "dir"}
-        write_json(self.dir / f"{STATE}.tmp", record)
-        os.replace(self.dir / f"{STATE}.tmp", self.dir / STATE)
+            buffer = io.BytesIO()
+            np.save(buffer, centroids.astype(np.float32))
+            write_atomic(self.dir / CENTROIDS, buffer.getvalue())
+        write_json(self.dir / STATE, {key: value for key, value in asdict(self).items() if key != "dir"})
 
     def partition_dir(self, name: str) -> Path:
         return self.dir / "partitions" / name
@@ -88,7 +87,7 @@ def find_partitions(path) -> dict[str, Path]:
     """The partitions under `path`: {sub-directory name: path}, sorted by name."""
     path = Path(path)
     if not path.is_dir():
-        raise ICCError(f"schedule.mode=incremental reads a directory of partitions; data.path is not one: {path}")
+        raise ICCError(f"icc incremental reads a directory of partitions; data.path is not one: {path}")
     partitions = {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))}
     if not partitions:
         raise ICCError(f"no partitions (sub-directories such as date=2026-01-01/) in data.path: {path}")
@@ -120,7 +119,7 @@ def assign_partitions(state: State, names: list[str], centroids: np.ndarray) -> 
         sizes += assigned.sizes
         for pair, count in assigned.contingency.items():
             contingency[pair] = contingency.get(pair, 0) + count
-        table = read_output(shards.dir / "assignments.parquet", ["cluster", "distance"])
+        table = read_output(shards.dir / ASSIGNMENTS, ["cluster", "distance"])
         cluster = table["cluster"].to_numpy()
         clusters.append(cluster[cluster >= 0])
         distances.append(table["distance"].to_numpy(zero_copy_only=False)[cluster >= 0])
@@ -146,10 +145,11 @@ def scores(assignment: Assignment) -> dict:
     return {name: found[name] for name in ("acc", "ari", "nmi")}
 
 
-def run_incremental(data_path, state_dir, columns: dict, embedder: dict, clusterer: Clusterer, shard_rows: int,
-                    refit: bool = False, drift_threshold: float = 0.25, far_quantile: float = 0.95) -> tuple[Path, dict]:
-    """One scheduled run (see the module docstring); Ray must be started. columns, embedder: as
-    for `icc.embed_stage.embed_corpus`; clusterer: unfitted, used when (re)fitting. Returns the
+def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: dict, clusterer: Clusterer,
+                    shard_rows: int, refit: bool = False, drift_threshold: float = 0.25,
+                    far_quantile: float = 0.95) -> tuple[Path, dict]:
+    """One scheduled run (see the module docstring); Ray must be started. columns, embedder, pool:
+    as for `icc.corpus.embed_stage.embed_corpus`; clusterer: unfitted, used when (re)fitting. Returns the
     run's directory and its metrics (also in its metrics.json)."""
     if not 0 < far_quantile < 1:
         raise ICCError(f"schedule.far_quantile must be in (0, 1), got {far_quantile!r}")
@@ -170,7 +170,7 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, cluster
     }
     with timer("embed"):
         for name in new:
-            shards, embedded_now = embed_corpus(str(partitions[name]), columns, embedder, state.partition_dir(name),
+            shards, embedded_now = embed_corpus(str(partitions[name]), columns, embedder, pool, state.partition_dir(name),
                                                 shard_rows, fingerprints[name])
             metrics["rows_embedded_this_run"] += embedded_now
             state.partitions[name] = {"fingerprint": fingerprints[name], "rows": shards.n_rows,
@@ -203,7 +203,7 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, cluster
         else:
             metrics["all_rows_after_refit"] = scores(assignment)
     metrics.update({"action": action or "none", "refit_reason": reason, "fit": state.fit, "seconds": timer.seconds})
-    write_json(run_dir / "metrics.json", metrics)
+    write_metrics(run_dir, metrics)
     state.runs.append({"run": run_id, "action": metrics["action"], "new_partitions": new})
     state.save(centroids)
     return run_dir, metrics
@@ -214,8 +214,17 @@ def read_assignments(state_dir) -> pa.Table:
     state = State.load(state_dir)
     tables = []
     for name in sorted(state.partitions):
-        table = read_output(state.partition_dir(name) / "assignments.parquet")
+        table = read_output(state.partition_dir(name) / ASSIGNMENTS)
         tables.append(table.append_column("partition", pa.array([name] * table.num_rows, pa.string())))
     if not tables:
         raise ICCError(f"no partitions assigned in {state_dir}")
     return pa.concat_tables(tables)
+
+
+def print_summary(run_dir: Path, metrics: dict) -> None:
+    """One line: the new and skipped partitions, what the run did and why, the drift it measured."""
+    drift = metrics.get("drift", {})
+    print(f"\nicc incremental: new {metrics['new_partitions'] or 'none'}, skipped "
+          f"{len(metrics['skipped_partitions'])}, {metrics['action']} {metrics['refit_reason']}".rstrip()
+          + "".join(f", {name}={drift[name]:.3f}" for name in ("far_share", "size_tvd") if name in drift)
+          + f" -> {run_dir}")

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from icc.config import build
-from icc.models.llm import generate, load_causal_lm, render_chat
-from icc.ray_runtime import actor_pool
+from icc.models.llm import PromptActor
+from icc.ray_runtime import map_actors
 
 NAME_PROMPT = (
     "Here are texts from one group:\n{texts}\n\n"
@@ -59,31 +59,24 @@ class KeywordLabeler:
         return [", ".join(words) or None for words in self.keywords(cluster_texts)]
 
 
-class ClusterNamer:
+class ClusterNamer(PromptActor):
     """Ray Data actor: one causal LM; a batch (pyarrow, column `texts`: list of strings per cluster)
-    gains `name` (null for a cluster without texts).
+    gains `name` (null for a cluster without texts). max_chars: each text is cut to this many
+    characters in the prompt. Other keyword arguments: `PromptActor`'s."""
 
-    max_chars: each text is cut to this many characters in the prompt.
-    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
-    """
+    answer_start = ANSWER_START
 
     def __init__(self, model: str, max_new_tokens: int = 12, max_chars: int = 200, **load_options):
-        self.model, self.tokenizer = load_causal_lm(model, **load_options)
-        self.max_new_tokens, self.max_chars = max_new_tokens, max_chars
+        super().__init__(model, max_new_tokens, **load_options)
+        self.max_chars = max_chars
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        groups = batch.column("texts").to_pylist()
-        asked = [i for i, texts in enumerate(groups) if texts]
-        prompts = [render_chat(self.tokenizer, [{"role": "user", "content": self.prompt(groups[i])}]) + ANSWER_START
-                   for i in asked]
-        answers = generate(self.model, self.tokenizer, prompts, self.max_new_tokens) if prompts else []
-        names = [None] * len(groups)
-        for i, answer in zip(asked, answers):
-            names[i] = clean_name(answer)
+    def prompts(self, batch: pa.Table) -> dict[int, str]:
+        return {i: NAME_PROMPT.format(texts="\n".join(f"- {' '.join(t.split())[: self.max_chars]}" for t in texts))
+                for i, texts in enumerate(batch.column("texts").to_pylist()) if texts}
+
+    def answered(self, batch: pa.Table, answers: list[str | None]) -> pa.Table:
+        names = [None if answer is None else clean_name(answer) for answer in answers]
         return batch.append_column("name", pa.array(names, pa.string()))
-
-    def prompt(self, texts: list[str]) -> str:
-        return NAME_PROMPT.format(texts="\n".join(f"- {' '.join(t.split())[: self.max_chars]}" for t in texts))
 
 
 def clean_name(answer: str, max_chars: int = 60) -> str | None:
@@ -95,28 +88,26 @@ def clean_name(answer: str, max_chars: int = 60) -> str | None:
 
 class LLMLabeler:
     """Names from an LLM shown each cluster's `texts_per_cluster` most central texts, as a Ray Data
-    stage over the clusters on a pool of `ClusterNamer` actors (see `icc.runtime.actor_pool` for
-    `actors`, `num_gpus`, `cpus_per_actor`), `clusters_per_batch` prompts per `generate` call.
-    Needs Ray started (`icc.runtime.start_ray`).
+    stage over the clusters on a pool of `ClusterNamer` actors, `clusters_per_batch` prompts per
+    `generate` call. Needs Ray started (`icc.ray_runtime.start_ray`).
+
+    llm: what loads the model (the config's `llm` group: model, dtype, adapter, ...); pool: how
+    Ray runs it (`llm.pool`: actors, num_gpus, cpus_per_actor, num_threads).
     """
 
-    def __init__(self, model: str, texts_per_cluster: int = 5, clusters_per_batch: int = 8, actors: int | None = None,
-                 num_gpus: float | None = None, cpus_per_actor: float = 1, **namer_kwargs):
-        self.model, self.texts_per_cluster, self.clusters_per_batch = model, texts_per_cluster, clusters_per_batch
-        self.pool = {"actors": actors, "num_gpus": num_gpus, "cpus_per_actor": cpus_per_actor}
-        self.namer_kwargs = namer_kwargs
+    def __init__(self, llm: dict, pool: dict, texts_per_cluster: int = 5, clusters_per_batch: int = 8,
+                 max_chars: int = 200, max_new_tokens: int = 12):
+        self.llm, self.pool = llm, pool
+        self.texts_per_cluster, self.clusters_per_batch = texts_per_cluster, clusters_per_batch
+        self.max_chars, self.max_new_tokens = max_chars, max_new_tokens
 
     def names(self, cluster_texts: list[list[str]]) -> list[str | None]:
         import ray.data
 
         items = [{"cluster": c, "texts": texts[: self.texts_per_cluster]} for c, texts in enumerate(cluster_texts)]
-        ds = ray.data.from_items(items).map_batches(
-            ClusterNamer,
-            fn_constructor_kwargs={"model": self.model, **self.namer_kwargs},
-            batch_size=self.clusters_per_batch,
-            batch_format="pyarrow",
-            **actor_pool(**self.pool),
-        )
+        namer = {**self.llm, "max_new_tokens": self.max_new_tokens, "max_chars": self.max_chars}
+        ds = map_actors(ray.data.from_items(items), ClusterNamer, namer, self.clusters_per_batch, **self.pool,
+                        batch_format="pyarrow")
         named = {row["cluster"]: row["name"] for row in ds.select_columns(["cluster", "name"]).take_all()}
         return [named[c] for c in range(len(cluster_texts))]
 
@@ -124,6 +115,9 @@ class LLMLabeler:
 LABELERS = {"keywords": KeywordLabeler, "llm": LLMLabeler}
 
 
-def make_labeler(name: str, **params):
-    """The labeler registered under `name` with its keyword parameters; None for "none"."""
+def make_labeler(name: str, llm: dict | None = None, pool: dict | None = None, **params):
+    """The labeler registered under `name` with its keyword parameters; None for "none".
+    llm, pool: what loads the LLM and how Ray runs it, for `name` "llm" (ignored by the others)."""
+    if name == "llm":
+        params.update(llm=llm or {}, pool=pool or {})
     return None if name == "none" else build(LABELERS, "labeler", name, **params)

@@ -114,3 +114,18 @@ class PairwiseReranker:
                     out.append(left.pop(0) if p_left >= 0.5 else right.pop(0))
             runs = [out + left + right for left, right, out in merges] + carry
         return np.array([*(runs[0] if runs else []), *range(m, len(texts))], dtype=np.int64)
+
+
+RERANKERS = ("none", "llm")
+
+
+def make_reranker(kind: str, llm: dict, num_threads: int | None = None, max_calls: int = 100, max_chars: int = 600,
+                  batch_size: int = 16) -> "PairwiseReranker | None":
+    """The reranker of `icc search`: None for "none"; for "llm", a `PairwiseReranker` whose judge is
+    the LLM that `llm` loads (the config's `llm` load keys), scoring in this process."""
+    if kind not in RERANKERS:
+        raise ICCError(f"unknown search.rerank '{kind}' (choose from {', '.join(RERANKERS)})")
+    if kind == "none":
+        return None
+    judge = PairwiseJudge.load(**llm, num_threads=num_threads, max_chars=max_chars, batch_size=batch_size)
+    return PairwiseReranker(judge, max_calls)

@@ -91,6 +91,14 @@ def clusters_table(centers: np.ndarray, sizes: np.ndarray, central_texts: list[l
     })
 
 
+def texts_at_rows(out, rows_per_cluster: list[np.ndarray]) -> list[list[str]]:
+    """For each cluster, the texts of its input rows `rows_per_cluster[c]` (in that order), read
+    from the run's texts shards in one streaming pass."""
+    texts = take_texts(Path(out) / TEXTS, np.concatenate(rows_per_cluster))
+    splits = np.cumsum([len(rows) for rows in rows_per_cluster])[:-1]
+    return [list(t) for t in np.split(np.array(texts, dtype=object), splits)]
+
+
 def write_clusters(out, table: pa.Table) -> None:
     """Write `clusters_table(...)` as the run's clusters.parquet."""
     pq.write_table(table, Path(out) / CLUSTERS)
@@ -107,7 +115,8 @@ class ClusterRun:
     ids, rows (positions in the input and in texts.parquet), cluster (-1: noise): (n,) per
     embedded row, in input order; vectors: (n, dim) float32 unit vectors; centroids: (k, dim);
     sizes: (k,); names: k cluster names (None where the run had no labeler); embedder: the
-    `embedder` entry of run.json (model, dim, max_length, ...); config: the run's resolved config.
+    `embedder` entry of run.json, what loads the run's encoder (`TextEmbedder` keyword arguments:
+    model, max_length, pooling, ...); config: the run's resolved config.
     """
 
     dir: Path

@@ -78,11 +78,12 @@ class Searcher:
         return cls(load_run(run_dir), preview_chars)
 
     def embed(self, text: str) -> np.ndarray:
-        """The query's (dim,) unit vector from the run's embedder (model and max_length of run.json)."""
+        """The query's (dim,) unit vector from the run's embedder, loaded as run.json records it
+        (model, max_length, pooling, dtype, ...: the run's whole `embedder` load group)."""
         if self._embedder is None:
             from icc.models.embedder import TextEmbedder
 
-            self._embedder = TextEmbedder(self.run.embedder["model"], max_length=self.run.embedder["max_length"])
+            self._embedder = TextEmbedder(**self.run.embedder)
         return self._embedder.embed([text])[0]
 
     def query_clusters(self, vector: np.ndarray, filter: str = "cluster", clusters: int = 1) -> np.ndarray | None:

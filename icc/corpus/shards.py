@@ -58,6 +58,13 @@ class Shards:
     def n_embedded(self) -> int:
         return sum(self.embedded)
 
+    def check_clusterable(self, path) -> None:
+        """ICCError when the corpus at `path` had no row, or every row was rejected."""
+        if self.n_rows == 0:
+            raise ICCError(f"the corpus is empty: {path}")
+        if self.n_embedded == 0:
+            raise ICCError(f"no text to cluster in {path}: all {self.n_rows} rows were rejected (empty texts)")
+
     def first_rows(self) -> np.ndarray:
         """(shards,) row number of each shard's first row."""
         return np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(np.int64) if self.rows else np.zeros(0, np.int64)

@@ -21,9 +21,6 @@ from icc.models.hub import load_kwargs, resolve_model
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
-# Settings of `embed_dataset` that change how fast it runs and what it may load, not the vectors.
-RUNTIME_SETTINGS = ("batch_size", "rows_per_batch", "actors", "num_gpus", "cpus_per_actor", "num_threads", "tokenize",
-                    "allow_pickle", "trust_remote_code")
 POOLINGS = ("mean", "last")
 
 

@@ -109,3 +109,36 @@ def next_token_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
     """(len(prompts), vocab) float32 logits of the token after each rendered prompt, one left-padded batch."""
     batch = tokenizer(prompts, padding=True, add_special_tokens=False)
     return prefill(model, batch["input_ids"], batch["attention_mask"])
+
+
+class PromptActor:
+    """One causal LM that answers a chat prompt per row of a pyarrow batch: a Ray Data actor class.
+
+    A subclass says which rows it asks and what (`prompts(batch) -> {row index: user message}`)
+    and where the answers go (`answered(batch, answers) -> batch`; answers: one str per row, None
+    for rows not asked). Each answer is greedy, at most `max_new_tokens` tokens, and starts after
+    `answer_start`, which is written after the opened assistant turn. Other keyword arguments go
+    to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
+    """
+
+    answer_start = ""
+
+    def __init__(self, model: str, max_new_tokens: int, **load_options):
+        self.model, self.tokenizer = load_causal_lm(model, **load_options)
+        self.max_new_tokens = max_new_tokens
+
+    def prompts(self, batch) -> dict[int, str]:
+        raise NotImplementedError
+
+    def answered(self, batch, answers: list[str | None]):
+        raise NotImplementedError
+
+    def __call__(self, batch):
+        asked = self.prompts(batch)
+        prompts = [render_chat(self.tokenizer, [{"role": "user", "content": message}]) + self.answer_start
+                   for message in asked.values()]
+        replies = generate(self.model, self.tokenizer, prompts, self.max_new_tokens) if prompts else []
+        answers = [None] * batch.num_rows
+        for row, reply in zip(asked, replies):
+            answers[row] = reply
+        return self.answered(batch, answers)

@@ -1,0 +1,29 @@
+"""Scheduled incremental clustering: embed and assign a growing corpus's new partitions, refit on drift."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from icc.cluster import make_clusterer
+from icc.config import to_kwargs
+from icc.corpus.incremental import print_summary, run_incremental
+from icc.pipeline import hydra_main, write_run_record
+from icc.ray_runtime import start_ray
+
+
+def run(cfg: DictConfig) -> Path:
+    state = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
+    clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
+    start_ray(**cfg.ray)
+    run_dir, metrics = run_incremental(
+        cfg.data.path, state, to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"),
+        to_kwargs(cfg.embedder.pool), clusterer, cfg.output.shard_rows, **to_kwargs(cfg.schedule, "state"))
+    write_run_record(run_dir, "incremental", cfg)
+    print_summary(run_dir, metrics)
+    return run_dir
+
+
+main = hydra_main("incremental", run)
+
+if __name__ == "__main__":
+    main()
