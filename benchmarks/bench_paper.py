@@ -1,6 +1,6 @@
 """The LLM-embeddings clustering study (Petukhova et al. 2024, ../shared/REFERENCE.md §2) with `icc bench`.
 
-Four `icc bench` runs into OUT/<run> (each skipped when its bench.parquet exists), one shared cache:
+Five `icc bench` runs into OUT/<run> (each skipped when its bench.parquet exists), one shared cache:
 - texts: TF-IDF and MiniLM x the paper's five algorithms x CSTR, SyskillWebert, BBC, 20 Newsgroups
   (every row);
 - smollm2: SmolLM2-135M mean-pooled hidden states x the five algorithms x CSTR and SyskillWebert

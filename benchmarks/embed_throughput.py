@@ -3,9 +3,9 @@
 Both embed the same texts with the same model on the same device, loaded and warmed up; the
 methods alternate `--repeats` times and the table gives medians. Methods:
 
-- `icc embed`: `TextEmbedder.embed`, tokenising and embedding (an actor with embedder.tokenize=actor);
+- `icc embed`: `TextEmbedder.embed`, tokenising and embedding (an actor with embedder.pool.tokenize=actor);
 - `icc embed_tokens`: `TextEmbedder.embed_tokens` on texts tokenised already: the GPU actor's share
-  of the pipeline's work, where CPU tasks tokenise (embedder.tokenize=stage, the default on GPUs);
+  of the pipeline's work, where CPU tasks tokenise (embedder.pool.tokenize=stage, the default on GPUs);
 - `SentenceTransformer.encode` at its default batch size (32) and at icc's; on a GPU also in fp16,
   as a user who knows to would run it.
 

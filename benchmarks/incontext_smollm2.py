@@ -117,7 +117,7 @@ def main() -> None:
     config = json.loads((args.out / "synthetic" / "run.json").read_text())["config"]
     text = f"""# In-context clustering with SmolLM2-135M-Instruct on a 2-core CPU
 
-`icc incontext`, greedy generation (episodes_per_batch {config['llm']['episodes_per_batch']}) and spectral
+`icc incontext`, greedy generation (episodes_per_batch {config['llm']['generate']['episodes_per_batch']}) and spectral
 clustering of the item attention of layers `{config['attention']['layers']}`, `attention.layer=auto` (the
 layer with the best mean ARI on separate validation episodes, seed 1); `attention_oracle` is the best
 layer on the test labels, an oracle. Accuracy % after Hungarian matching (a missing label counts as

@@ -8,8 +8,9 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
 
 - ours: `icc.cluster.KMeans(backend="ray").fit_blocks` over 16 blocks in the object store of a
   local Ray (2 CPUs), k-means++ seeding on a sample of max(10000, 40 k) rows;
-- faiss: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on the same size of sample, then faiss
-  Lloyd on all rows), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
+- in memory: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on the same size of sample,
+  then the same Lloyd iterations as ours in one process, faiss finding the nearest centroids; both
+  stop early at `tol`), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
 - scikit-learn: `KMeans(n_init=1, max_iter)` as users call it (k-means++ on all rows: over an hour
   at k = 1,000 on 2 cores), the same seeded with k-means++ on a sample of max(10000, 40 k) rows
   like ours (`sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
@@ -64,11 +65,12 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
 
     def ours():
         blocks = [ray.put(part) for part in np.array_split(X, 16)]
-        model = KMeans(k=k, n_init=1, max_iter=max_iter, backend="ray", seed=0).fit_blocks(blocks, len(X))
+        model = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, backend="ray", random_state=0)
+        model.fit_blocks(blocks, len(X))
         return model.cluster_centers_, {"iterations": model.n_iter_}
 
     def faiss_ours():
-        model = KMeans(k=k, n_init=1, max_iter=max_iter, backend="faiss", seed=0).fit(X)
+        model = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, backend="faiss", random_state=0).fit(X)
         return model.cluster_centers_, {}
 
     def faiss_default():
@@ -81,7 +83,7 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     def sk_kmeans_sample_seeded():
-        size = KMeans(k=k).seed_sample_size(len(X), k)  # the sample that ours seeds from
+        size = KMeans(n_clusters=k).seed_sample_size(len(X), k)  # the sample that ours seeds from
         sample = X[np.random.default_rng(0).choice(len(X), size, replace=False)]
         seeds = kmeans_plusplus(sample, k, random_state=0)[0]
         model = SKMeans(n_clusters=k, init=seeds, n_init=1, max_iter=max_iter).fit(X)

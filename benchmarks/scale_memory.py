@@ -193,7 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     model = args.model or str(tiny_encoder(args.work / "tiny-encoder"))
     extra = ["clusterer.k=100", "clusterer.n_init=1", "clusterer.max_iter=20", "clusterer.backend=ray",
-             "embedder.max_length=64", "embedder.batch_size=256", "embedder.rows_per_batch=4096", *args.overrides]
+             "embedder.max_length=64", "embedder.pool.batch_size=256", "embedder.pool.rows_per_batch=4096", *args.overrides]
     results_path = RESULTS / f"{args.name}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for rows in args.rows:

@@ -11,7 +11,8 @@ from icc.errors import user_errors
 from icc.files import write_json
 from icc.memory import peak_rss_mib
 
-RUN_RECORD = "run.json"
+RUN_RECORD = "run.json"  # every pipeline's output directory has one, and most a METRICS
+METRICS = "metrics.json"
 PACKAGES = ["icc", "ray", "torch", "transformers", "peft", "deepspeed", "pyarrow", "scikit-learn", "faiss-cpu", "hydra-core"]
 
 
@@ -60,12 +61,12 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def write_run_record(out, pipeline: str, cfg, **extra) -> Path:
+def write_run_record(out, pipeline: str, cfg, metrics: dict | None = None, **extra) -> None:
     """Write `out/run.json`: the pipeline's name, its resolved config, `extra` entries and the
-    package versions. Returns its path."""
+    package versions; and with `metrics`, `out/metrics.json`."""
     from omegaconf import OmegaConf
 
-    path = Path(out) / RUN_RECORD
-    write_json(path, {"pipeline": pipeline, "config": OmegaConf.to_container(cfg, resolve=True), **extra,
-                      "versions": package_versions()})
-    return path
+    if metrics is not None:
+        write_json(Path(out) / METRICS, metrics)
+    write_json(Path(out) / RUN_RECORD, {"pipeline": pipeline, "config": OmegaConf.to_container(cfg, resolve=True),
+                                        **extra, "versions": package_versions()})

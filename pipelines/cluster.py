@@ -18,7 +18,7 @@ from icc.ray_runtime import start_ray
 CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig) -> None:
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
@@ -48,13 +48,11 @@ def run(cfg: DictConfig) -> Path:
         scores = quality(assigned, shards.has_labels)
 
     metrics = run_metrics(shards, embedded_now, fitted, assigned, timer, scores)
-    rundir.write_metrics(out, metrics)
-    write_run_record(out, "cluster", cfg, embedder=to_kwargs(cfg.embedder, "pool"),
+    write_run_record(out, "cluster", cfg, metrics, embedder=to_kwargs(cfg.embedder, "pool"),
                      vectors={"dim": shards.dim, "normalized": True})
     if cfg.report.enabled:
         write_report(rundir.load_run(out), out / rundir.REPORT, **to_kwargs(cfg.report, "enabled"))
     print_summary(out, metrics, assigned.sizes, central_texts, names)
-    return out
 
 
 main = hydra_main("cluster", run)

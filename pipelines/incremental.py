@@ -1,6 +1,5 @@
 """Scheduled incremental clustering: embed and assign a growing corpus's new partitions, refit on drift."""
 
-from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -11,7 +10,7 @@ from icc.pipeline import hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig) -> None:
     state = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
     start_ray(**cfg.ray)
@@ -20,7 +19,6 @@ def run(cfg: DictConfig) -> Path:
         to_kwargs(cfg.embedder.pool), clusterer, cfg.output.shard_rows, **to_kwargs(cfg.schedule, "state"))
     write_run_record(run_dir, "incremental", cfg)
     print_summary(run_dir, metrics)
-    return run_dir
 
 
 main = hydra_main("incremental", run)

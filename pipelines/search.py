@@ -15,7 +15,7 @@ from icc.errors import ICCError
 from icc.pipeline import StageTimer, hydra_main
 
 
-def run(cfg: DictConfig) -> list[dict]:
+def run(cfg: DictConfig) -> None:
     for key, example in (("run", "run=<output.dir of icc cluster>"), ("query", 'query="your text"')):
         if OmegaConf.is_missing(cfg, key):
             raise ICCError(f"give {example}")
@@ -41,7 +41,6 @@ def run(cfg: DictConfig) -> list[dict]:
         settings = {key: value for key, value in searcher.run.config["report"].items() if key != "enabled"}
         write_report(searcher.run, path, **settings, query=str(cfg.query), query_vector=vector, hits=hits)
         print(f"icc search: map with the query and its results in {path}", file=sys.stderr)
-    return hits
 
 
 main = hydra_main("search", run)

@@ -15,7 +15,7 @@ from icc.incontext.attention import (
     item_membership,
     spectral_labels,
 )
-from icc.incontext.runner import check_layers, cluster_episodes
+from icc.incontext.runner import cluster_episodes
 from icc.models.hub import SMOLLM2
 from icc.models.llm import generate, load_causal_lm, prefill, render_chat
 
@@ -176,16 +176,3 @@ def test_adapter_loads_from_safetensors_only(smollm2, tmp_path):
     with pytest.raises(ICCError, match="allow_pickle"):
         load_causal_lm(SMOLLM2, device="cpu", adapter=str(tmp_path))
 
-
-@pytest.mark.parametrize(
-    "layers, expected",
-    [("all", [0, 1, 2, 3, 4, 5, 6]), ("every_3", [0, 3, 6]), ("every_2", [0, 2, 4, 6]), ([-1, 2, 2], [2, 6])],
-)
-def test_check_layers(layers, expected):
-    assert check_layers(layers, 7) == expected
-
-
-@pytest.mark.parametrize("layers", ["every_0", "every_x", "some", 3, [7], [1.5]])
-def test_check_layers_rejects(layers):
-    with pytest.raises(ICCError, match="attention layers"):
-        check_layers(layers, 7)

@@ -99,8 +99,12 @@ def test_tfidf_matches_sklearn_and_keeps_rejected_rows():
 def test_unknown_embedder_names_are_clear_errors():
     with pytest.raises(ICCError, match="unknown embedder 'minlm'"):
         embedder_specs(["minlm"], {"minilm": {"model": "all-MiniLM-L6-v2"}}, {})
-    specs = embedder_specs(["org/model"], {}, {"max_length": 64})
+    presets = {"minilm": {"model": "all-MiniLM-L6-v2", "pool": {"batch_size": 8}}}
+    specs = embedder_specs(["org/model", "minilm"], presets, {"max_length": 64, "pool": {"actors": 2, "batch_size": None}})
     assert specs[0].params == {"max_length": 64, "model": "org/model"} and specs[0].kind == "transformer"
+    # The pool runs the model: a preset may override its keys, and it never keys the embedding cache.
+    assert specs[0].pool == {"actors": 2, "batch_size": None} and specs[1].pool == {"actors": 2, "batch_size": 8}
+    assert specs[1].vector_params() == {"kind": "transformer", "max_length": 64, "model": "all-MiniLM-L6-v2"}
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])

@@ -17,7 +17,7 @@ def test_help_lists_pipelines():
 
 
 def test_cfg_job_prints_resolved_overrides():
-    result = run_icc("cluster", "clusterer=spectral", "clusterer.k=12", "embedder.batch_size=128", "--cfg", "job")
+    result = run_icc("cluster", "clusterer=spectral", "clusterer.k=12", "embedder.pool.batch_size=128", "--cfg", "job")
     assert result.returncode == 0, result.stderr
     assert "name: spectral" in result.stdout and "k: 12" in result.stdout and "batch_size: 128" in result.stdout
     assert "banking77_test.csv" in result.stdout  # the bundled sample, as an absolute path

@@ -29,7 +29,7 @@ from icc.finetune.data import (
     shuffled,
 )
 from icc.finetune.evaluate import paired_bootstrap
-from icc.finetune.train import answer_loss, fit, steps_per_epoch
+from icc.finetune.train import answer_loss, check_settings, fit, steps_per_epoch
 from icc.incontext.prompt import parse_labels
 from icc.incontext.runner import render_episode
 from icc.incontext.synthetic import make_episode, make_episodes
@@ -156,6 +156,15 @@ def test_bad_training_settings_are_user_errors(tmp_path):
             fit(tmp_path, {}, data, {}, {**trainer, key: value}, seed=0)
 
 
+def test_an_adapter_or_a_shared_seed_is_a_user_error():
+    data, evaluation = {"validation_seed": 1}, {"seed": 2}
+    check_settings({"adapter": None}, 0, data, evaluation)
+    with pytest.raises(ICCError, match="llm.adapter must be null"):
+        check_settings({"adapter": "runs/a/adapter"}, 0, data, evaluation)
+    with pytest.raises(ICCError, match="evaluation.seed must differ"):
+        check_settings({"adapter": None}, 2, data, evaluation)
+
+
 def test_paired_bootstrap():
     result = paired_bootstrap([0.5, 0.5, 0.6, 0.7], [1.0, 0.5, 0.9, 0.6])
     assert result["mean"] == pytest.approx(0.175) and (result["better"], result["worse"], result["tied"]) == (2, 1, 1)
@@ -168,7 +177,7 @@ def trained(ray_address, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune")
     result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *TRAIN, "trainer.max_steps=8",
                      "trainer.eval_every=4", "trainer.checkpoint_every=4", "evaluation.episodes=1", "evaluation.ks=[2]",
-                     "evaluation.ds=[1]", "evaluation.dfs=[1,1.5,100]", "llm.max_new_tokens=8", "merge=true",
+                     "evaluation.ds=[1]", "evaluation.dfs=[1,1.5,100]", "llm.generate.max_new_tokens=8", "merge=true",
                      f"output.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result

@@ -98,7 +98,7 @@ def test_mixed_encodings_are_kept_and_counted(ray_session, tmp_path):
          r"cannot read the input data: Failed to read CSV file: .*ragged/b.csv"),
         ("k larger than the data", ["data.path=BASE/ragged/a.csv", "clusterer.k=50"],
          r"k must be between 2 and the number of texts \(2\), got 50"),
-        ("override of the wrong type", ["data.path=BASE/whole.parquet", "embedder.actors=two"],
+        ("override of the wrong type", ["data.path=BASE/whole.parquet", "embedder.pool.actors=two"],
          r"actors must be a positive integer or null, got 'two'"),
     ],
 )

@@ -6,14 +6,21 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import SHARED, run_icc
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from icc.errors import ICCError
 from icc.incontext.clusterer import ICCClusterer
-from icc.incontext.episodes import build_episodes
+from icc.incontext.episodes import build_episodes, read_numeric
+from icc.models.hub import SMOLLM2, resolve_model
 
 WINE = SHARED / "numeric" / "uci" / "wine"
-TINY = ["ray.progress_bars=false", "llm.max_new_tokens=12"]
+TINY = ["ray.progress_bars=false", "llm.generate.max_new_tokens=12"]
 TEXTS = {
     "sport": ["The team won the final match", "A late goal decided the game", "The striker scored twice",
               "Fans cheered the champions", "The coach praised his players", "The keeper saved a penalty"],
@@ -132,34 +139,59 @@ def test_text_episodes_share_items_across_conditions(tmp_path):
 @pytest.fixture(scope="module")
 def points():
     rng = np.random.default_rng(0)
-    truth = np.repeat([0, 1], 5)
-    return np.array([[0.0, 0.0], [8.0, 8.0]])[truth] + rng.normal(0, 0.5, (10, 2)), truth
+    return np.array([[0.0, 0.0], [8.0, 8.0]])[np.repeat([0, 1], 5)] + rng.normal(0, 0.5, (10, 2))
 
 
 def test_clusterer_generate_and_attention_on_points(points):
-    X, truth = points
-    generated = ICCClusterer(method="generate", max_new_tokens=12)
-    labels = generated.fit_predict(X, 2)
+    generated = ICCClusterer(n_clusters=2, method="generate", max_new_tokens=12)
+    labels = generated.fit_predict(points)
     assert labels.shape == (10,) and labels.dtype == np.int64
     assert generated.parse_status_ in {"ok", "padded", "trimmed", "no_list"} and isinstance(generated.answer_, str)
-    attention = ICCClusterer(method="attention", layer=3)
-    labels = attention.fit_predict(X, 2)
-    assert labels.shape == (10,) and set(labels) <= {0, 1} and attention.attention_.shape == (10, 10)
+    attention = ICCClusterer(n_clusters=2, method="attention", layer=-27)
+    labels = attention.fit_predict(points)
+    assert labels.shape == (10,) and set(labels) <= {0, 1}
+    assert attention.layer_ == 3 and attention.attention_.shape == (10, 10)
 
 
 def test_clusterer_attention_on_texts_with_a_condition():
     texts = TEXTS["sport"][:3] + TEXTS["money"][:3]
-    clusterer = ICCClusterer(method="attention", condition="by topic")
-    labels = clusterer.fit_predict(texts, 2)
+    clusterer = ICCClusterer(n_clusters=2, method="attention", condition="by topic")
+    labels = clusterer.fit_predict(texts)
     assert labels.shape == (6,) and set(labels) <= {0, 1}
     assert clusterer.attention_.shape == (6, 6)
+
+
+def test_clusterer_clones_and_reloads_its_model_when_a_load_setting_changes(points):
+    clusterer = ICCClusterer(n_clusters=2, method="attention", layer=3, dtype="float32")
+    copy = clone(clusterer)
+    assert copy.get_params() == clusterer.get_params() and not hasattr(copy, "model_")
+    model = clusterer.fit(points).model_
+    assert clusterer.set_params(layer=5).fit(points).model_ is model  # the same load settings: kept
+    assert clusterer.set_params(model=str(resolve_model(SMOLLM2))).fit(points).model_ is not model
+    assert clusterer.set_params(dtype="bfloat16").fit(points).model_.dtype == torch.bfloat16
+    assert copy.fit(points).model_.dtype == torch.float32  # the clone: its own model
+
+
+def test_clusterer_in_a_grid_search_over_layers_on_wine():
+    X, y = read_numeric(f"{WINE}.data", f"{WINE}.labels0")
+    rows = np.concatenate([np.flatnonzero(y == 1)[:6], np.flatnonzero(y == 2)[:6]])
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), ICCClusterer(n_clusters=2, method="attention")),
+        {"iccclusterer__layer": [3, 20]},
+        scoring=lambda estimator, _, y: adjusted_rand_score(y, estimator[-1].labels_),  # the rows it clustered
+        cv=[(np.arange(12), np.arange(12))],
+    )
+    search.fit(X[rows], y[rows])
+    assert search.best_params_["iccclusterer__layer"] in (3, 20)
+    assert search.best_estimator_[-1].labels_.shape == (12,)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
 @pytest.mark.parametrize(
     "X, k, params, message",
     [
-        (np.zeros((10, 2)), 1, {}, "k must be between 2"),
-        (np.zeros((10, 2)), 11, {}, "k must be between 2"),
+        (np.zeros((10, 2)), 1, {}, "must be between 2"),
+        (np.zeros((10, 2)), 11, {}, "must be between 2"),
         (np.full((10, 2), np.nan), 2, {}, "NaN or infinite"),
         (np.zeros(10), 2, {}, r"\(n, d\) array"),
         (["a text", " "], 2, {}, "texts must be non-empty"),
@@ -171,4 +203,4 @@ def test_clusterer_attention_on_texts_with_a_condition():
 )
 def test_clusterer_rejects_bad_input(X, k, params, message):
     with pytest.raises(ICCError, match=message):
-        ICCClusterer(**params).fit(X, k)
+        ICCClusterer(n_clusters=k, **params).fit(X)

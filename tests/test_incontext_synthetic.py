@@ -1,13 +1,8 @@
 import numpy as np
 import pytest
 
-from icc.incontext.synthetic import (
-    make_episode,
-    make_episodes,
-    read_episodes,
-    sample_numeric_episodes,
-    write_episodes,
-)
+from icc.incontext.episodes import episodes_table
+from icc.incontext.synthetic import make_episode, make_episodes, sample_numeric_episodes
 
 KS, DS, DFS = [2, 3, 5], [1, 4], [1.0, 1.5, 100.0]
 
@@ -59,12 +54,11 @@ def test_centroids_uniform_in_box_and_heavy_tails():
     assert np.abs(heavy).max() > 100  # Cauchy noise at df=1
 
 
-def test_parquet_round_trip(tmp_path, episodes):
+def test_the_episodes_table_keeps_synthetic_and_sampled_episodes(episodes):
     X, y = np.random.default_rng(0).normal(size=(60, 3)), np.repeat([1, 2, 3], 20)
     mixed = episodes[:5] + sample_numeric_episodes(X, y, 3, (5, 10), (2, 3), seed=0)
-    path = tmp_path / "episodes.parquet"
-    write_episodes(mixed, str(path))
-    assert read_episodes(str(path)) == mixed
+    unset = {"split": None, "texts": None, "condition": None}  # what `build_episodes` adds
+    assert episodes_table(mixed).to_pylist() == [{**e, **unset, "episode": i} for i, e in enumerate(mixed)]
 
 
 def test_sample_numeric_episodes():

@@ -46,7 +46,7 @@ def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
     submit = [BIN / "ray", "job", "submit", f"--address={dashboard}", f"--working-dir={ROOT}", "--",
               sys.executable, "-m", "pipelines.cluster", "ray.address=auto", "ray.progress_bars=false", "data=file",
               f"data.path={TEXT / 'cstr.csv'}", "data.label_column=label", "clusterer.k=4", "labeler=none",
-              "report.enabled=false", "output.shard_rows=64", "embedder.rows_per_batch=32", f"output.dir={out}"]
+              "report.enabled=false", "output.shard_rows=64", "embedder.pool.rows_per_batch=32", f"output.dir={out}"]
     deadline = time.monotonic() + 60
     while True:
         result = subprocess.run(submit, capture_output=True, text=True, timeout=600)
@@ -62,7 +62,7 @@ def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
     assert metrics["rows"] == 299 and metrics["acc"] >= 0.75
     assignments = pq.read_table(out / "assignments.parquet")
     assert assignments["id"].to_pylist() == list(range(299)) and len(list((out / "assignments.parquet").iterdir())) > 1
-    # One actor per GPU, on the GPU node; the texts were tokenised by CPU tasks (embedder.tokenize=auto).
+    # One actor per GPU, on the GPU node; the texts were tokenised by CPU tasks (embedder.pool.tokenize=auto).
     gpu_node = next(n["node_id"] for n in ray_state("nodes", dashboard) if n["resources_total"].get("GPU"))
     embedders = [a for a in ray_state("actors", dashboard) if "TextEmbedder" in a["class_name"]]
     assert embedders and all(a["required_resources"].get("GPU") == 1 and a["node_id"] == gpu_node for a in embedders)

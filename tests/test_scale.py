@@ -49,10 +49,10 @@ def test_distributed_kmeans_inertia_is_within_one_percent_of_faiss_and_sklearn(r
 
     X, _ = mixture
     shards = write_shards(tmp_path, X, per_shard=2_500)  # 8 shards, 8 blocks
-    ours = KMeans(k=25, n_init=3, max_iter=100, backend="ray", seed=0)
+    ours = KMeans(n_clusters=25, n_init=3, max_iter=100, backend="ray", random_state=0)
     fitted = fit_shards(ours, shards)
     assert fitted.distributed and ours.fit_rows_ == len(X) and ours.n_iter_ > 1
-    faiss_inertia = KMeans(k=25, n_init=3, max_iter=100, seed=0).fit(X).inertia_
+    faiss_inertia = KMeans(n_clusters=25, n_init=3, max_iter=100, random_state=0).fit(X).inertia_
     sklearn_inertia = SKMeans(n_clusters=25, n_init=3, max_iter=100, random_state=0).fit(X).inertia_
     assert ours.inertia_ <= 1.01 * min(faiss_inertia, sklearn_inertia)
     # The inertia reported is that of the final centroids over all rows.
@@ -62,8 +62,8 @@ def test_distributed_kmeans_inertia_is_within_one_percent_of_faiss_and_sklearn(r
 def test_fit_fraction_fits_on_a_sample_and_assigns_every_shard(ray_session, mixture, tmp_path):
     X, y = mixture
     shards = write_shards(tmp_path, X, per_shard=3_000, labels=y)
-    full = KMeans(k=25, n_init=1, seed=0).fit(X)
-    fitted = fit_shards(KMeans(k=25, n_init=1, seed=0, fit_fraction=0.2), shards)
+    full = KMeans(n_clusters=25, n_init=1, random_state=0).fit(X)
+    fitted = fit_shards(KMeans(n_clusters=25, n_init=1, random_state=0, fit_fraction=0.2), shards)
     sampled = fitted.clusterer  # fitted in a Ray task
     assert not fitted.distributed and 0.17 * len(X) < sampled.fit_rows_ < 0.23 * len(X)
     assert sampled.labels_ is None  # nothing per row comes back to the driver
@@ -88,7 +88,7 @@ def test_fit_fraction_fits_on_a_sample_and_assigns_every_shard(ray_session, mixt
 def test_sample_fit_keeps_fitted_labels_and_votes_for_the_rest():
     X, y = make_blobs(n_samples=3_000, centers=4, n_features=16, cluster_std=1.0, random_state=0)
     X = X.astype(np.float32)
-    spectral = Spectral(k=4, max_fit_rows=600, assign="knn", seed=0).fit(X)
+    spectral = Spectral(n_clusters=4, max_fit_rows=600, assign="knn", random_state=0).fit(X)
     assert 500 < spectral.fit_rows_ < 700 and len(spectral.labels_) == len(X)
     assert cluster_accuracy(y, spectral.labels_) > 0.98
     sampled = sample_mask(len(X), 0.5, 0, 0)
@@ -110,7 +110,7 @@ def test_sample_fit_keeps_fitted_labels_and_votes_for_the_rest():
 ])
 def test_bad_scale_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ICCError, match=message):
-        KMeans(k=2, **kwargs)
+        KMeans(n_clusters=2, **kwargs).fit(np.zeros((4, 2)))
 
 
 def test_cluster_streams_into_shards_with_distributed_kmeans(ray_address, tmp_path):

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from icc.cluster import make_clusterer
+from icc.cluster import make_clusterer, takes_k
 from icc.errors import ICCError
 from icc.memory import peak_rss_mib, reset_peak_rss
 from icc.metrics import external_metrics, internal_metrics
@@ -36,11 +36,12 @@ def cluster_cell(X: np.ndarray, y_true: np.ndarray, embedded: np.ndarray, cluste
     X: (n_embedded, d) vectors of the rows where `embedded` (n,) is True; y_true: (n,) labels,
     None/NaN where a row has none (left out of the external metrics). Rows that were not embedded
     count as errors (cluster -1), as in `icc cluster`. Returns the metrics of `icc.metrics`,
-    clusters_found, `cluster_s` (fit seconds) and `cluster_peak_rss_mb` (see `icc.bench.memory`).
+    clusters_found, `cluster_s` (fit seconds) and `cluster_peak_rss_mb` (see `icc.memory`).
     """
     reset_peak_rss()
     start = time.perf_counter()
-    labels = make_clusterer(**{"seed": seed, **clusterer, "k": k}).fit_predict(X)
+    params = {"seed": seed, **clusterer, "k": k if takes_k(clusterer["name"]) else None}  # hdbscan finds k itself
+    labels = make_clusterer(**params).fit_predict(X)
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
     y_pred = np.full(len(y_true), -1, dtype=np.int64)

@@ -13,7 +13,6 @@ from icc.corpus.embed_stage import embed_dataset
 from icc.corpus.shards import Shards, read_vectors, write_embedded
 from icc.data.fingerprint import cache_key
 from icc.data.parquet import read_output
-from icc.errors import ICCError
 from icc.files import read_json, write_json
 from icc.memory import peak_rss_mib, reset_peak_rss
 from icc.models.embedder import TextEmbedder
@@ -68,12 +67,11 @@ def embedded_corpus(embedder: EmbedderSpec, dataset: DatasetSpec, cache_dir) -> 
         shards = write_embedded(ds, partial)
         peak = peak_rss_mib()
     else:
-        ds = embed_dataset(ds, embedder_class=MeasuredEmbedder, **embedder.params).materialize()
+        ds = embed_dataset(ds, embedder.params, **embedder.pool, embedder_class=MeasuredEmbedder).materialize()
         shards = write_embedded(ds, partial)
         peak = float(ds.max("peak_rss_mb")) if shards.n_rows else float("nan")
     seconds = time.perf_counter() - start
-    if shards.n_embedded == 0:
-        raise ICCError(f"no text to cluster in {dataset.path}: all {shards.n_rows} rows were rejected")
+    shards.check_clusterable(dataset.path)
     meta = {
         "embedder": embedder.name, "vector_params": embedder.vector_params(), "dataset": dataset.name,
         "path": dataset.path, "rows": shards.n_rows, "embedded": shards.n_embedded, "dim": shards.dim,

@@ -3,10 +3,11 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from icc.bench.tables import METRICS
 from icc.cluster import make_clusterer
 from icc.data.fingerprint import file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import POOLINGS, RUNTIME_SETTINGS
+from icc.models.embedder import POOLINGS
 
 EMBEDDER_KINDS = ("transformer", "tfidf")
 REDUCTIONS = ("pca", "truncate")
@@ -36,16 +37,19 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class EmbedderSpec:
-    """kind "transformer": `params` are `embed_dataset` keyword arguments (model, pooling, ...);
-    kind "tfidf": `fit_tfidf` keyword arguments."""
+    """kind "transformer": `params` load the model (`embed_dataset`'s `embedder`: model, pooling, ...)
+    and `pool` runs it (`embed_dataset`'s keywords: actors, batch_size, ...); kind "tfidf": `params`
+    are `fit_tfidf` keyword arguments and `pool` is empty."""
 
     name: str
     kind: str
     params: dict = field(hash=False)
+    pool: dict = field(default_factory=dict, hash=False)
 
     def vector_params(self) -> dict:
-        """The settings that determine the vectors: the embedding cache key."""
-        return {"kind": self.kind, **{k: v for k, v in self.params.items() if k not in RUNTIME_SETTINGS}}
+        """The settings that determine the vectors (the kind and what loads the model, never the
+        pool): the embedding cache key."""
+        return {"kind": self.kind, **self.params}
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,11 @@ def dataset_specs(names: list[str], presets: dict, seed: int = 0) -> list[Datase
 
 def embedder_specs(names: list[str], presets: dict, transformer_defaults: dict) -> list[EmbedderSpec]:
     """Presets by name; a name that is no preset is a HF model id ("org/name") or a local directory,
-    embedded with mean pooling. Transformer presets are `transformer_defaults` with their keys on top."""
+    embedded with mean pooling. transformer_defaults: the config's `embedder` group, load keys and
+    a `pool` sub-dict; a transformer preset's keys go on top of the load keys, its `pool` keys (if
+    any) on top of the pool's."""
+    defaults = dict(transformer_defaults)
+    default_pool = defaults.pop("pool", {})
     specs = []
     for name in _names(names, "bench.embedders"):
         if name in presets:
@@ -87,11 +95,13 @@ def embedder_specs(names: list[str], presets: dict, transformer_defaults: dict) 
         kind = preset.pop("kind", "transformer")
         if kind not in EMBEDDER_KINDS:
             raise ICCError(f"embedder '{name}': unknown kind '{kind}' (choose from {', '.join(EMBEDDER_KINDS)})")
+        pool = {}
         if kind == "transformer":
-            preset = {**transformer_defaults, **preset}
+            pool = {**default_pool, **preset.pop("pool", {})}
+            preset = {**defaults, **preset}
             if preset.get("pooling", "mean") not in POOLINGS:
                 raise ICCError(f"embedder '{name}': unknown pooling '{preset['pooling']}' (choose from {', '.join(POOLINGS)})")
-        specs.append(EmbedderSpec(name=name, kind=kind, params=preset))
+        specs.append(EmbedderSpec(name=name, kind=kind, params=preset, pool=pool))
     return specs
 
 
@@ -114,6 +124,13 @@ def check_dims(dims, reduce: str) -> list[int]:
     if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ICCError(f"bench.dims must be positive integers, got {dims}")
     return sorted(set(dims), reverse=True)
+
+
+def check_metric(select_by: str) -> str:
+    """The metric that picks the best algorithm (`bench.select_by`): a column of `METRICS`."""
+    if select_by not in METRICS:
+        raise ICCError(f"unknown bench.select_by '{select_by}' (choose from {', '.join(METRICS)})")
+    return select_by
 
 
 def _names(names, key: str) -> list[str]:

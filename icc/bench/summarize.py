@@ -16,44 +16,37 @@ from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec
 from icc.data.fingerprint import cache_key
 from icc.files import read_json, write_json
-from icc.models.llm import generate, load_causal_lm, render_chat
-from icc.ray_runtime import actor_pool
+from icc.models.llm import PromptActor
+from icc.ray_runtime import map_actors
 
 
-class Summarizer:
+class Summarizer(PromptActor):
     """Ray Data actor: one causal LM; a batch (pyarrow, columns text and reject) gets its `text`
-    replaced by the model's summary (greedy, at most `max_new_tokens`); rejected rows keep "".
-
-    prompt: a format string with {text}; each text is cut to `max_chars` characters in it.
-    Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
-    """
+    replaced by the model's summary; rejected rows keep "". prompt: a format string with {text};
+    each text is cut to `max_chars` characters in it. Other keyword arguments: `PromptActor`'s."""
 
     def __init__(self, model: str, prompt: str, max_new_tokens: int = 64, max_chars: int = 2000, **load_options):
-        self.model, self.tokenizer = load_causal_lm(model, **load_options)
-        self.prompt, self.max_new_tokens, self.max_chars = prompt, max_new_tokens, max_chars
+        super().__init__(model, max_new_tokens, **load_options)
+        self.prompt, self.max_chars = prompt, max_chars
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def prompts(self, batch: pa.Table) -> dict[int, str]:
         texts, reject = batch.column("text").to_pylist(), batch.column("reject").to_pylist()
-        asked = [i for i, r in enumerate(reject) if not r]
-        prompts = [render_chat(self.tokenizer, [{"role": "user", "content": self.prompt.format(
-            text=" ".join(texts[i].split())[: self.max_chars])}]) for i in asked]
-        answers = generate(self.model, self.tokenizer, prompts, self.max_new_tokens) if prompts else []
-        summaries = [""] * len(texts)
-        for i, answer in zip(asked, answers):
-            summaries[i] = answer.strip()
+        return {i: self.prompt.format(text=" ".join(text.split())[: self.max_chars])
+                for i, (text, rejected) in enumerate(zip(texts, reject)) if not rejected}
+
+    def answered(self, batch: pa.Table, answers: list[str | None]) -> pa.Table:
+        summaries = ["" if answer is None else answer.strip() for answer in answers]
         return batch.set_column(batch.schema.get_field_index("text"), "text", pa.array(summaries, pa.string()))
 
 
-def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, prompt: str, max_new_tokens: int = 64,
+def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, pool: dict, prompt: str, max_new_tokens: int = 64,
                        max_chars: int = 2000, texts_per_batch: int = 8) -> tuple[DatasetSpec, dict]:
     """The dataset of summaries (cached; see module docstring) and its meta: seconds, texts, cached.
 
-    llm: `Summarizer` model/load options and `actor_pool` options (actors, num_gpus, cpus_per_actor).
+    llm: what loads the model (the config's `llm` group: model, dtype, adapter, ...), which with
+    the prompt settings keys the cache; pool: how Ray runs it (`llm.pool`, see `map_actors`).
     """
-    pool = {key: llm.get(key) for key in ("actors", "num_gpus")} | {"cpus_per_actor": llm.get("cpus_per_actor", 1)}
-    options = {key: value for key, value in llm.items() if key not in pool}
-    settings = {"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars,
-                **{k: v for k, v in options.items() if k != "num_threads"}}
+    settings = {"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars, **llm}
     key = cache_key(**dataset.cache_parts(), summarizer=settings)
     entry = entry_path(cache_dir, "summaries", key)
     summary = replace(dataset, name=f"{dataset.name} (summaries)", path=str(entry / "summaries.parquet"),
@@ -63,13 +56,7 @@ def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, prompt: str, 
 
     partial = new_entry(entry)
     start = time.perf_counter()
-    ds = read_dataset(dataset).map_batches(
-        Summarizer,
-        fn_constructor_kwargs={"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars, **options},
-        batch_size=texts_per_batch,
-        batch_format="pyarrow",
-        **actor_pool(**pool),
-    )
+    ds = map_actors(read_dataset(dataset), Summarizer, settings, texts_per_batch, **pool, batch_format="pyarrow")
     writer, n = None, 0
     for batch in ds.select_columns(["text", "label"]).iter_batches(batch_format="pyarrow", batch_size=None):
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch

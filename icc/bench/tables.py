@@ -1,4 +1,5 @@
-"""bench.md and bench.html from the bench table (one row per cell, as in bench.parquet).
+"""bench.md and bench.html from the bench table (one row per cell, as in bench.parquet), and a
+cell's console line.
 
 bench.md: the paper's Table 8 (the best algorithm per embedding and dataset, with its metrics),
 a per-algorithm table (means over every embedding and dataset, and how often each was best) and
@@ -25,6 +26,14 @@ def embedding_label(row) -> str:
     if row["reduce"] != "none":
         label += f" {row['reduce']}-{row['dim']}"
     return label
+
+
+def cell_line(row: dict, select_by: str = "f1_weighted") -> str:
+    """One cell as the console shows it while the bench runs."""
+    return (f"{row['dataset']:<16} {embedding_label(row):<28} {row['algorithm']:<14} "
+            f"{select_by}={row[select_by]:.3f} ari={row['ari']:.3f} embed={row['embed_s']:.1f}s"
+            f"{' (cached)' if row['embed_cached'] else ''} cluster={row['cluster_s']:.2f}s "
+            f"peak={row['cluster_peak_rss_mb']:.0f}MiB")
 
 
 def best_cells(cells: pd.DataFrame, select_by: str = "f1_weighted") -> pd.DataFrame:

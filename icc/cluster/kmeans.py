@@ -1,12 +1,15 @@
-"""k-means: in memory with faiss, or over Ray object-store blocks when the vectors do not fit one process.
+"""k-means: in memory, or over Ray object-store blocks when the vectors do not fit one process.
 
-In memory (`fit`): faiss Lloyd iterations over all rows from k-means++ (scikit-learn's) or random
-seeds drawn from a sample of the rows, best of `n_init` runs by inertia.
+Both fits run the same Lloyd iterations, for all `n_init` runs at once, from k-means++
+(scikit-learn's) or random seeds drawn from a sample of the rows: each iteration finds every
+row's nearest centroid (faiss, exact) and moves each centroid to the mean of its rows; a run stops
+once an iteration lowers its inertia by at most `tol` of it, and the run of lowest inertia wins.
 
-Distributed (`fit_blocks`): the vectors stay in blocks of the object store (a Ray Data dataset's
-blocks, see `icc.cluster.sharded`). Seeding runs k-means++ on a sample of the blocks in one task;
-each Lloyd iteration maps every block to per-cluster sums and counts for all `n_init` runs at once
-(one task per block) and the driver adds them up and divides: the driver holds (n_init, k, d).
+In memory (`fit`): the iterations run over X in this process. Distributed (`fit_blocks`): the
+vectors stay in blocks of the object store (a Ray Data dataset's blocks, see
+`icc.corpus.sharded`). Seeding runs on a sample of the blocks in one task; each iteration maps
+every block to per-cluster sums and counts for all runs (one task per block) and the driver adds
+them up and divides: the driver holds (n_init, k, d).
 """
 
 import os
@@ -17,41 +20,51 @@ import ray
 import scipy.sparse
 from sklearn.cluster import kmeans_plusplus
 
-from icc.cluster.base import Clusterer, check_k
+from icc.checks import check_non_negative, check_positive_int
+from icc.cluster.base import KClusterer, _nearest, check_k
 from icc.errors import ICCError
 
 BACKENDS = ("auto", "faiss", "ray")
+INITS = ("k-means++", "random")
 
 
-class KMeans(Clusterer):
+class KMeans(KClusterer):
     """k-means on (n, d) float32 vectors.
 
     init: "k-means++" (scikit-learn's seeding) or "random" (k random points).
     n_init: runs with different seeds; the one with the lowest inertia wins.
-    max_iter: Lloyd iterations per run; tol: the distributed runs stop early once no run's inertia
-        fell by more than this fraction in an iteration.
+    max_iter: Lloyd iterations per run at most; tol: a run stops once an iteration lowers its
+        inertia by at most this fraction of it.
     backend: where a corpus pipeline fits: "faiss" (in one task's memory), "ray" (`fit_blocks`) or
         "auto": faiss when the fit sample's vectors take at most `memory_limit_mb`, else ray.
     init_sample: rows drawn for seeding (None: max(10000, 40 k)); k-means++ on all of a million
         rows would take longer than the Lloyd iterations, for an inertia within 0.1%.
-    After fit: `inertia_` (sum of squared distances to the nearest centroid), `n_iter_`.
+    Other parameters: see `KClusterer` and `Clusterer`.
+    After fit: also `inertia_` (sum of squared distances to the nearest centroid) and `n_iter_`
+    (the Lloyd iterations the winning run took: max_iter when it did not converge).
     """
 
     labels_are_nearest_centroid = True
 
-    def __init__(self, k=8, n_init: int = 10, max_iter: int = 100, init: str = "k-means++", seed: int = 0,
-                 backend: str = "auto", memory_limit_mb: float = 2048, tol: float = 1e-4,
-                 init_sample: int | None = None, **kwargs):
-        super().__init__(k=k, seed=seed, **kwargs)
-        if backend not in BACKENDS:
-            raise ICCError(f"unknown k-means backend '{backend}' (choose from {', '.join(BACKENDS)})")
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.init = init
-        self.backend = backend
-        self.memory_limit_mb = memory_limit_mb
-        self.tol = tol
-        self.init_sample = init_sample
+    def __init__(self, n_clusters=8, *, init="k-means++", n_init=10, max_iter=100, tol=1e-4, random_state=0,
+                 backend="auto", memory_limit_mb=2048, init_sample=None, k_range=(2, 20), auto_sample=5000,
+                 fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
+        super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
+                         fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
+        self.init, self.n_init, self.max_iter, self.tol = init, n_init, max_iter, tol
+        self.backend, self.memory_limit_mb, self.init_sample = backend, memory_limit_mb, init_sample
+
+    def check_params(self) -> None:
+        super().check_params()
+        if self.backend not in BACKENDS:
+            raise ICCError(f"unknown k-means backend '{self.backend}' (choose from {', '.join(BACKENDS)})")
+        if self.init not in INITS:
+            raise ICCError(f"unknown k-means init '{self.init}' (choose from {', '.join(INITS)})")
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.max_iter, "max_iter")
+        check_non_negative(self.tol, "tol")
+        check_non_negative(self.memory_limit_mb, "memory_limit_mb")
+        check_positive_int(self.init_sample, "init_sample", allow_none=True)
 
     def distributed(self, n_rows: int, dim: int) -> bool:
         """Whether a fit on n_rows vectors of dim floats runs over blocks (`fit_blocks`)."""
@@ -66,61 +79,65 @@ class KMeans(Clusterer):
         """Rows that k-means++ (or random) seeding draws its k seeds from, out of n_rows."""
         return min(n_rows, self.init_sample or max(10_000, 40 * k))
 
-    def _fit(self, X: np.ndarray, k: int) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
+    def _fit(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(self.random_state)
         sample = X[np.sort(rng.choice(len(X), self.seed_sample_size(len(X), k), replace=False))]
-        best = None
-        for run in range(self.n_init):
-            seed = self.seed + run
-            km = faiss.Kmeans(
-                X.shape[1], k, niter=self.max_iter, seed=seed, verbose=False,
-                max_points_per_centroid=len(X), min_points_per_centroid=1,
-            )
-            km.train(X, init_centroids=self._seeds(sample, k, seed))
-            squared, labels = km.index.search(X, 1)
-            inertia = float(squared.sum())
-            if best is None or inertia < best[0]:
-                best = (inertia, km.centroids.copy(), labels[:, 0])
-        self.inertia_, self.cluster_centers_, labels = best
-        self.n_iter_ = self.max_iter
-        return labels
+        seeds = np.stack([self._seeds(sample, k, self.random_state + run) for run in range(self.n_init)])
+        centroids, self.inertia_ = self._lloyd(seeds, lambda c: _partial_sums(X, c))
+        return _nearest(centroids, X, 1)[1][:, 0], centroids
 
     def fit_blocks(self, blocks: list, n_rows: int):
         """Fit on the vectors in `blocks` (ObjectRefs of (m_i, d) float32 arrays, n_rows in all).
 
-        Sets `cluster_centers_`, `inertia_` (of the final centroids), `n_iter_`, `fit_rows_`.
+        Sets `cluster_centers_` (k, d), `inertia_` (of the final centroids), `n_iter_`, `fit_rows_`
+        (n_rows) and `n_features_in_` (d). `labels_` is None: the labels of every row would take
+        (n_rows,) on the driver, which this fit exists to avoid; `predict` each block (as
+        `icc.corpus.sharded.assign_shards` does each shard) for them.
         """
-        if self.k == "auto":
-            raise ICCError("k=auto needs the fit sample in memory: set clusterer.backend=faiss or a smaller "
-                           "clusterer.fit_fraction")
-        k = check_k(self.k, n_rows)
+        self.check_params()
+        if self.n_clusters == "auto" or self.assign == "knn":
+            raise ICCError("k=auto and assign=knn need the fit sample in memory: set clusterer.backend=faiss or a "
+                           "smaller clusterer.fit_fraction")
+        k = check_k(self.n_clusters, n_rows)
         fraction = self.seed_sample_size(n_rows, k) / n_rows
-        seeds = ray.get(_seed_runs.remote(blocks, fraction, k, self.n_init, self.seed, self))
-        centroids = np.stack(seeds)  # (runs, k, d)
-        previous = None
-        self.n_iter_ = 0
-        for _ in range(self.max_iter):
-            sums, counts, inertia = _block_sums(blocks, centroids)
-            self.n_iter_ += 1
-            nonempty = counts > 0
-            centroids = np.where(nonempty[..., None], sums / np.maximum(counts, 1)[..., None], centroids)
-            centroids = centroids.astype(np.float32)
-            if previous is not None and np.all(previous - inertia <= self.tol * previous):
-                break
-            previous = inertia
-        _, _, inertia = _block_sums(blocks, centroids)
-        best = int(np.argmin(inertia))
-        self.cluster_centers_, self.inertia_ = centroids[best], float(inertia[best])
-        self.fit_rows_ = n_rows
-        self.labels_ = None
+        seeds = np.stack(ray.get(_seed_runs.remote(blocks, fraction, k, self.n_init, self.random_state, self)))
+        self.cluster_centers_, self.inertia_ = self._lloyd(seeds, lambda c: _block_sums(blocks, c))
+        self.labels_, self.k_scores_, self.sample_ = None, None, None
+        self.fit_rows_, self.n_features_in_ = n_rows, seeds.shape[2]
         return self
+
+    def _lloyd(self, centroids: np.ndarray, partial_sums) -> tuple[np.ndarray, float]:
+        """Lloyd iterations of the runs seeded by the (runs, k, d) `centroids`.
+
+        partial_sums(centroids): the per-run cluster sums (r, k, d), counts (r, k) and inertia (r,)
+        of the points, for (r, k, d) centroids. Sets `n_iter_` and returns the winning run's (k, d)
+        centroids and inertia.
+        """
+        centroids = np.array(centroids, dtype=np.float32)
+        runs = len(centroids)
+        n_iter = np.zeros(runs, dtype=np.int64)
+        previous = np.full(runs, np.nan)  # no inertia yet: no run stops after its first iteration
+        active = np.ones(runs, dtype=bool)
+        for _ in range(self.max_iter):
+            sums, counts, inertia = partial_sums(centroids[active])
+            means = sums / np.maximum(counts, 1)[..., None]
+            centroids[active] = np.where(counts[..., None] > 0, means, centroids[active])  # an empty cluster stays
+            n_iter[active] += 1
+            converged = previous[active] - inertia <= self.tol * previous[active]
+            previous[active] = inertia
+            active[np.flatnonzero(active)[converged]] = False
+            if not active.any():
+                break
+        _, _, inertia = partial_sums(centroids)
+        best = int(np.argmin(inertia))
+        self.n_iter_ = int(n_iter[best])
+        return centroids[best], float(inertia[best])
 
 
 def _block_sums(blocks: list, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-run cluster sums (runs, k, d) float64, counts (runs, k) and inertia (runs,) over all
-    blocks, added up as the block tasks finish."""
+    """`_partial_sums` over all blocks, added up as the block tasks finish."""
     centroids_ref = ray.put(centroids)
-    pending = [_partial_sums.remote(block, centroids_ref) for block in blocks]
+    pending = [_block_partial_sums.remote(block, centroids_ref) for block in blocks]
     runs, k, d = centroids.shape
     sums, counts, inertia = np.zeros((runs, k, d)), np.zeros((runs, k)), np.zeros(runs)
     while pending:
@@ -132,9 +149,9 @@ def _block_sums(blocks: list, centroids: np.ndarray) -> tuple[np.ndarray, np.nda
     return sums, counts, inertia
 
 
-@ray.remote(num_cpus=1)
-def _partial_sums(X: np.ndarray, centroids: np.ndarray):
-    """One block's share of `_block_sums`."""
+def _partial_sums(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each run's (k, d) centroids in the (runs, k, d) `centroids`: the sums (runs, k, d) float64
+    and counts (runs, k) of the (n, d) points X nearest each centroid, and the inertia (runs,)."""
     runs, k, d = centroids.shape
     sums, counts, inertia = np.zeros((runs, k, d)), np.zeros((runs, k)), np.zeros(runs)
     if len(X) == 0:
@@ -149,6 +166,9 @@ def _partial_sums(X: np.ndarray, centroids: np.ndarray):
         counts[r] = np.bincount(nearest[:, 0], minlength=k)
         inertia[r] = float(np.maximum(squared, 0).sum())
     return sums, counts, inertia
+
+
+_block_partial_sums = ray.remote(num_cpus=1)(_partial_sums)
 
 
 @ray.remote(num_cpus=1)

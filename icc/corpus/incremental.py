@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from icc.cluster.base import Clusterer
 from icc.corpus.embed_stage import embed_corpus
-from icc.corpus.rundir import ASSIGNMENTS, write_metrics
+from icc.corpus.rundir import ASSIGNMENTS
 from icc.corpus.sharded import Fitted, assign_shards, expand_contingency, fit_shards
 from icc.corpus.shards import Shards, combine_shards
 from icc.data.fingerprint import file_fingerprint
@@ -43,7 +43,7 @@ from icc.data.parquet import read_output
 from icc.errors import ICCError
 from icc.files import write_atomic, write_json
 from icc.metrics import external_metrics
-from icc.pipeline import StageTimer
+from icc.pipeline import METRICS, StageTimer
 
 STATE = "state.json"
 CENTROIDS = "centroids.npy"
@@ -108,7 +108,7 @@ class Assignment:
 def assign_partitions(state: State, names: list[str], centroids: np.ndarray) -> Assignment:
     """Assign every row of the partitions `names` to its nearest centroid, writing each one's
     assignments.parquet (replacing an earlier one)."""
-    nearest = Clusterer(k=len(centroids))
+    nearest = Clusterer()
     nearest.cluster_centers_ = centroids
     fitted = Fitted(nearest, fraction=1.0, sample_labels=None, distributed=False)
     clusters, distances, contingency = [], [], {}
@@ -203,7 +203,7 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
         else:
             metrics["all_rows_after_refit"] = scores(assignment)
     metrics.update({"action": action or "none", "refit_reason": reason, "fit": state.fit, "seconds": timer.seconds})
-    write_metrics(run_dir, metrics)
+    write_json(run_dir / METRICS, metrics)
     state.runs.append({"run": run_id, "action": metrics["action"], "new_partitions": new})
     state.save(centroids)
     return run_dir, metrics

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from icc.checks import check_positive_int
 from icc.corpus.rundir import ClusterRun
 from icc.errors import ICCError
+from icc.files import write_atomic
 
 PROJECTIONS = ("pca", "umap")
 HOVER_CHARS = 300
@@ -56,8 +58,7 @@ def fit_projection(vectors: np.ndarray, method: str = "pca", seed: int = 0):
 
 def sample_positions(n: int, max_points: int, seed: int = 0, keep=()) -> np.ndarray:
     """Sorted positions of at most `max_points` of n rows drawn at random, plus those in `keep`."""
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
-        raise ICCError(f"report.max_points must be a positive integer, got {max_points!r}")
+    check_positive_int(max_points, "report.max_points")
     chosen = np.random.default_rng(seed).choice(n, min(n, max_points), replace=False)
     return np.union1d(chosen, np.asarray(keep, dtype=np.int64))
 
@@ -109,7 +110,7 @@ def write_report(run: ClusterRun, path, max_points: int = 20000, projection: str
     page = PAGE.format(title=html.escape(title), summary=summary, sections="\n".join(sections),
                        figure=fig.to_html(full_html=False, include_plotlyjs=True, config={"responsive": True}))
     path = Path(path)
-    path.write_text(page, encoding="utf-8")
+    write_atomic(path, page)
     return path
 
 

@@ -21,15 +21,14 @@ import pyarrow.parquet as pq
 
 from icc.data.parquet import read_output, take_texts, vector_array, vector_matrix
 from icc.errors import ICCError
-from icc.files import read_json, write_json
-from icc.pipeline import RUN_RECORD
+from icc.files import read_json
+from icc.pipeline import METRICS, RUN_RECORD
 
 TEXTS = "texts.parquet"
 EMBEDDINGS = "embeddings.parquet"
 EMBED_MANIFEST = "embed.json"
 ASSIGNMENTS = "assignments.parquet"
 CLUSTERS = "clusters.parquet"
-METRICS = "metrics.json"
 REPORT = "report.html"
 SEARCH_REPORT = "search_report.html"
 COMPLETE_RUN = (RUN_RECORD, METRICS, ASSIGNMENTS, EMBEDDINGS, TEXTS, CLUSTERS)
@@ -102,10 +101,6 @@ def texts_at_rows(out, rows_per_cluster: list[np.ndarray]) -> list[list[str]]:
 def write_clusters(out, table: pa.Table) -> None:
     """Write `clusters_table(...)` as the run's clusters.parquet."""
     pq.write_table(table, Path(out) / CLUSTERS)
-
-
-def write_metrics(out, metrics: dict) -> None:
-    write_json(Path(out) / METRICS, metrics)
 
 
 @dataclass

@@ -12,6 +12,7 @@ keeps near-miss neighbours from other clusters out of the results.
 import faiss
 import numpy as np
 
+from icc.checks import check_positive_int
 from icc.corpus.rundir import ClusterRun, load_run
 from icc.errors import ICCError
 
@@ -90,15 +91,13 @@ class Searcher:
         """The clusters searched for a query vector: its `clusters` nearest, or None (all) for filter=none."""
         if filter not in FILTERS:
             raise ICCError(f"unknown search filter '{filter}' (choose from {', '.join(FILTERS)})")
-        if isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1:
-            raise ICCError(f"search.clusters must be a positive integer, got {clusters!r}")
+        check_positive_int(clusters, "search.clusters")
         return None if filter == "none" else self.index.nearest_clusters(vector, clusters)
 
     def search(self, query, top_k: int = 10, filter: str = "cluster", clusters: int = 1) -> list[dict]:
         """Results for a query text (or its (dim,) vector), best first: dicts with rank, id, row (in
         the input), score (cosine), cluster, name and text (a preview of `preview_chars`)."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ICCError(f"top_k must be a positive integer, got {top_k!r}")
+        check_positive_int(top_k, "top_k")
         vector = self.embed(query) if isinstance(query, str) else query
         scores, positions = self.index.search(vector, top_k, self.query_clusters(vector, filter, clusters))
         texts = self.run.texts(positions)

@@ -1,7 +1,7 @@
 """Fit a clusterer on an embedded corpus in shards and assign every row, without gathering the corpus.
 
 `fit_shards`: the fit sample is the clusterer's `sample_fraction` of each embeddings shard
-(`icc.data.embedded.sample_mask`, so the same rows on every read). k-means too large for one
+(`icc.corpus.shards.sample_mask`, so the same rows on every read). k-means too large for one
 process (`KMeans.distributed`) runs over the sample's blocks in the object store (a Ray Data
 dataset with one block per shard, `KMeans.fit_blocks`); every other fit is one Ray task that reads
 the sample, fits in memory (faiss, scikit-learn) and returns the fitted clusterer.
@@ -59,11 +59,13 @@ class Assigned:
 
 def fit_shards(clusterer: Clusterer, shards: Shards) -> Fitted:
     fraction = clusterer.sample_fraction(shards.n_embedded)
-    fit_rows = sum(int(sample_mask(n, fraction, clusterer.seed, i).sum()) for i, n in enumerate(shards.embedded))
-    if clusterer.k not in ("auto", None):
-        check_k(clusterer.k, fit_rows)  # here, before any task: the user's error as one line
+    seed = clusterer.random_state
+    fit_rows = sum(int(sample_mask(n, fraction, seed, i).sum()) for i, n in enumerate(shards.embedded))
+    n_clusters = getattr(clusterer, "n_clusters", "auto")  # HDBSCAN has none: it finds k itself
+    if n_clusters != "auto":
+        check_k(n_clusters, fit_rows)  # here, before any task: the user's error as one line
     if isinstance(clusterer, KMeans) and clusterer.distributed(fit_rows, shards.dim):
-        blocks = vector_dataset(shards, fraction, clusterer.seed).to_numpy_refs(column="vector")
+        blocks = vector_dataset(shards, fraction, seed).to_numpy_refs(column="vector")
         clusterer.fit_blocks(blocks, fit_rows)
         return Fitted(clusterer, fraction, None, True)
     clusterer, sample_labels = get(_fit_in_memory.remote(clusterer, shards, fraction))
@@ -96,7 +98,7 @@ def _use_all_cores() -> None:
 @ray.remote(num_cpus=1)
 def _fit_in_memory(clusterer: Clusterer, shards: Shards, fraction: float):
     _use_all_cores()
-    parts = [read_vectors(shards, i, fraction, clusterer.seed) for i in range(len(shards.rows))]
+    parts = [read_vectors(shards, i, fraction, clusterer.random_state) for i in range(len(shards.rows))]
     if not any(len(p) for p in parts):
         raise ICCError(f"the fit sample is empty: raise clusterer.fit_fraction ({fraction:.3g} of "
                        f"{shards.n_embedded} rows)")
@@ -153,11 +155,11 @@ def _assign_shard(clusterer: Clusterer, shards: Shards, shard: int, first_row: i
     vectors = read_vectors(shards, shard)
     k = len(clusterer.cluster_centers_)
     if len(vectors):
-        labels, distances = clusterer.assign(vectors)
+        labels, distances = clusterer.predict_with_distances(vectors)
     else:
         labels, distances = np.zeros(0, np.int64), np.zeros(0, np.float32)
     if sample_labels is not None:
-        sampled = sample_mask(len(vectors), fraction, clusterer.seed, shard)
+        sampled = sample_mask(len(vectors), fraction, clusterer.random_state, shard)
         labels[sampled] = sample_labels
         fixed = sampled & (labels >= 0)
         distances[fixed] = np.linalg.norm(vectors[fixed] - clusterer.cluster_centers_[labels[fixed]], axis=1)
@@ -173,7 +175,7 @@ def _assign_shard(clusterer: Clusterer, shards: Shards, shard: int, first_row: i
         for label, c in zip(rows["label"].to_pylist(), cluster.tolist()):
             if label is not None:
                 contingency[(label, c)] += 1
-    in_metrics = sample_mask(len(vectors), metrics_fraction, clusterer.seed + 1, shard)
+    in_metrics = sample_mask(len(vectors), metrics_fraction, clusterer.random_state + 1, shard)
     return {
         "sizes": np.bincount(labels[labels >= 0], minlength=k),
         "noise": int((labels == -1).sum()),

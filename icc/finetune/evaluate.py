@@ -17,10 +17,13 @@ def held_out_episodes(episodes: int, ks: list[int], ds: list[int], dfs: list[flo
 
 
 def generated_labels(episodes: list[dict], llm: dict) -> list[dict]:
-    """The LLM's answers to `episodes` on a Ray Data actor pool (`icc.incontext.runner.run_episodes`,
-    `llm` being its keyword arguments, `adapter` included): per episode, in order, the episode's
-    fields and `answer`, `pred_generate` (n ints, -1: missing) and `parse_status`."""
-    return run_episodes(episodes_table(episodes), **llm)
+    """The LLM's answers to `episodes` on a Ray Data actor pool (`icc.incontext.runner.run_episodes`):
+    per episode, in order, the episode's fields and `answer`, `pred_generate` (n ints, -1: missing)
+    and `parse_status`. `llm` is the llm config: what loads the model (its top keys, `adapter`
+    included), `generate` and `pool`."""
+    load = dict(llm)
+    generate, pool = load.pop("generate"), load.pop("pool")
+    return run_episodes(episodes_table(episodes), load, generate, pool)
 
 
 def score_episodes(rows: dict[str, list[dict]], seen_dfs) -> pd.DataFrame:

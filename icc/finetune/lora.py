@@ -22,11 +22,11 @@ def add_lora(model, r: int = 64, alpha: float = 16, dropout: float = 0.05,
         raise ICCError(f"lora: {e}") from None
 
 
-def merge_adapter(adapter: str, out: Path, **load_options) -> Path:
-    """Write the model of `load_options` (`load_causal_lm` keyword arguments) with the LoRA `adapter`
-    merged into its weights, and its tokenizer, to `out`: a directory that loads like any Hugging
-    Face model."""
-    merged, tokenizer = load_causal_lm(adapter=adapter, **load_options)
+def merge_adapter(out: Path, model: str, adapter: str, **load_options) -> Path:
+    """Write `model` (loaded with `load_causal_lm` and its keyword arguments `load_options`) with the
+    LoRA `adapter` merged into its weights, and its tokenizer, to `out`: a directory that loads like
+    any Hugging Face model."""
+    merged, tokenizer = load_causal_lm(model, adapter=adapter, **load_options)
     merged = merged.merge_and_unload()
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -12,7 +12,6 @@ worker reports its part through `ray.train.report`, which Ray merges into one fo
 """
 
 import math
-import resource
 import shutil
 import tempfile
 import time
@@ -26,6 +25,7 @@ from icc.errors import ICCError
 from icc.finetune.data import IGNORE, TrainingSet, collate, encode, epoch_steps, micro_batches
 from icc.finetune.lora import add_lora
 from icc.incontext.synthetic import make_episodes
+from icc.memory import peak_rss_mib
 from icc.models.llm import load_causal_lm
 
 RUN = "train"  # output.dir/train: Ray Train's run folder (checkpoints and its snapshot of them)
@@ -34,10 +34,13 @@ _DEEPSPEED = "deepspeed"  # DeepSpeed's checkpoint tag (its folder inside a chec
 _SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints
 
 
-def load_options(llm: dict) -> dict:
-    """`load_causal_lm` keyword arguments from the `llm` config group (its model, without adapter)."""
-    keys = ("dtype", "trust_remote_code", "allow_pickle", "attn_implementation")
-    return {"name": llm["model"], **{key: llm[key] for key in keys}}
+def check_settings(llm: dict, seed: int, data: dict, evaluation: dict) -> None:
+    """ICCError for an `llm` with an adapter (icc finetune trains a new one) and for seeds that do not
+    differ: `seed`, `data["validation_seed"]` and `evaluation["seed"]` each draw their own episodes."""
+    if llm["adapter"] is not None:
+        raise ICCError("llm.adapter must be null: icc finetune trains a new adapter")
+    if len({seed, data["validation_seed"], evaluation["seed"]}) < 3:
+        raise ICCError("seed, data.validation_seed and evaluation.seed must differ: each draws its own episodes")
 
 
 def steps_per_epoch(examples: int, micro_batch_size: int, workers: int, accumulation: int) -> int:
@@ -45,8 +48,11 @@ def steps_per_epoch(examples: int, micro_batch_size: int, workers: int, accumula
     return math.ceil(examples / micro_batch_size) // (workers * accumulation)
 
 
-def fit(out: Path, llm: dict, data: dict, lora: dict, trainer: dict, seed: int):
+def fit(out: Path, load: dict, data: dict, lora: dict, trainer: dict, seed: int):
     """Train a LoRA adapter on `trainer["workers"]` Ray Train workers; returns Ray Train's Result.
+
+    load: what loads the base model, the llm config's top keys: `model` and the keyword arguments
+    of `load_causal_lm` (adapter null). data, lora, trainer: the config groups of those names.
 
     Checkpoints and Ray Train's state go to out/train, TensorBoard events to out/tensorboard.
     trainer["resume"]: go on from the last checkpoint in out/train (an error when there is none);
@@ -72,7 +78,7 @@ def fit(out: Path, llm: dict, data: dict, lora: dict, trainer: dict, seed: int):
         raise ICCError(f"{examples} training episodes do not fill one optimizer step of "
                        f"workers x micro_batch_size x accumulation episodes")
     config = {
-        "load": load_options(llm), "data": data, "lora": lora, "trainer": trainer, "seed": seed,
+        "load": load, "data": data, "lora": lora, "trainer": trainer, "seed": seed,
         "steps": trainer["max_steps"] or trainer["epochs"] * per_epoch, "steps_per_epoch": per_epoch,
         "log_dir": str(out / "tensorboard"),
     }
@@ -153,7 +159,8 @@ def train_loop(config: dict) -> None:
     if device.type == "cpu":
         torch.set_num_threads(t["threads"] or t["cpus_per_worker"])
 
-    model, tokenizer = load_causal_lm(device=str(device), **config["load"])
+    load = dict(config["load"])
+    model, tokenizer = load_causal_lm(load.pop("model"), device=str(device), **load)
     model.config.use_cache = False
     if t["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -278,4 +285,4 @@ def _peak_memory_gib(device) -> float:
     """Peak GPU memory allocated by torch, or on CPU the peak resident memory of this process (GiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    return peak_rss_mib() / 1024

@@ -1,41 +1,48 @@
-"""In-context clustering of one small data set, scikit-learn style: a language model reads the
-items in its prompt and either writes their labels or lends its attention to spectral clustering.
+"""In-context clustering of one small data set as a scikit-learn estimator: a language model reads
+the items in its prompt and either writes their labels or lends its attention to spectral clustering.
 
-    labels = ICCClusterer(method="attention", layer=12).fit_predict(X, k=3)   # X: (n, d) or n texts
+    labels = ICCClusterer(n_clusters=3, method="attention", layer=12).fit_predict(X)   # X: (n, d) or n texts
 """
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from icc.cluster.base import check_k
 from icc.errors import ICCError
 from icc.incontext.attention import affinity_from_attention, spectral_labels
-from icc.incontext.runner import check_layers, cluster_episodes
+from icc.incontext.layers import check_layers
+from icc.incontext.runner import cluster_episodes
 from icc.models.hub import SMOLLM2
 from icc.models.llm import load_causal_lm
 
 METHODS = ("generate", "attention")
 
 
-class ICCClusterer:
-    """Cluster n items (points or texts) into k clusters with a causal language model.
+class ICCClusterer(ClusterMixin, BaseEstimator):
+    """Cluster n items (points or texts) into `n_clusters` clusters with a causal language model.
 
+    n_clusters: the number of clusters k, told to the model (2 <= k <= n).
     model: HF id, local directory or a known offline name (see `icc.models.hub`).
     method: "generate" (the model's answer, parsed; items it gives no label get -1) or "attention"
         (spectral clustering of the item-level attention of decoder layer `layer`).
-    layer: the decoder layer for "attention"; None: the middle one.
+    layer: the decoder layer for "attention" (negative: counted from the last); None: the middle one.
     max_new_tokens, new_tokens_per_item: bounds on the answer (see `cluster_episodes`).
     condition: for texts, what to cluster by, e.g. "by sentiment" (goes into the prompt).
     max_items: larger data sets are refused (prompts grow with n; the method is meant for <= 50).
-    seed: spectral clustering's seed (generation is greedy).
-    load_options: passed to `load_causal_lm` (dtype, device, trust_remote_code, adapter, ...).
+    random_state: spectral clustering's seed (an int, a RandomState or None); generation is greedy.
+    dtype, device, trust_remote_code, allow_pickle, adapter, attn_implementation, num_threads: how
+        the model is loaded (see `icc.models.llm.load_causal_lm`).
 
-    After `fit(X, k)`: `labels_` (n,) int64; for "generate" also `answer_` (the model's text) and
-    `parse_status_` ("ok", "padded", "trimmed" or "no_list"); for "attention" `attention_` (n, n),
-    the item-level attention. The model is loaded on the first fit and kept.
+    After `fit(X)`: `labels_` (n,) int64; for "generate" also `answer_` (the model's text) and
+    `parse_status_` ("ok", "padded", "trimmed" or "no_list"); for "attention" `layer_` (the layer
+    read) and `attention_` (n, n) float32, the item-level attention (lower-triangular: causal).
+    `model_` and `tokenizer_` are the loaded model, kept for later fits while `model` and the load
+    settings stay as they are, and loaded again when one of them changes (`set_params`).
     """
 
     def __init__(
         self,
+        n_clusters: int = 2,
         model: str = SMOLLM2,
         method: str = "generate",
         layer: int | None = None,
@@ -43,9 +50,16 @@ class ICCClusterer:
         new_tokens_per_item: int | None = None,
         condition: str | None = None,
         max_items: int = 50,
-        seed: int = 0,
-        **load_options,
+        random_state=0,
+        dtype: str = "auto",
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        adapter: str | None = None,
+        attn_implementation: str | None = None,
+        num_threads: int | None = None,
     ):
+        self.n_clusters = n_clusters
         self.model = model
         self.method = method
         self.layer = layer
@@ -53,22 +67,27 @@ class ICCClusterer:
         self.new_tokens_per_item = new_tokens_per_item
         self.condition = condition
         self.max_items = max_items
-        self.seed = seed
-        self.load_options = load_options
+        self.random_state = random_state
+        self.dtype = dtype
+        self.device = device
+        self.trust_remote_code = trust_remote_code
+        self.allow_pickle = allow_pickle
+        self.adapter = adapter
+        self.attn_implementation = attn_implementation
+        self.num_threads = num_threads
 
-    def fit(self, X, k: int) -> "ICCClusterer":
-        """Cluster X, an (n, d) array of finite numbers or a list of n non-empty strings."""
+    def fit(self, X, y=None) -> "ICCClusterer":
+        """Cluster X: an (n, d) array of finite numbers or a list of n non-empty strings. y: ignored."""
         if self.method not in METHODS:
             raise ICCError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        episode = self._episode(X, k)
-        if not hasattr(self, "model_"):
-            self.model_, self.tokenizer_ = load_causal_lm(self.model, **self.load_options)
+        episode = self._episode(X)
+        self._load()
         if self.method == "attention":
             count = self.model_.config.get_text_config().num_hidden_layers
-            layer = count // 2 if self.layer is None else check_layers([self.layer], count)[0]
-            (result,) = cluster_episodes(self.model_, self.tokenizer_, [episode], [layer], answer=[False])
-            self.attention_ = result["attention"][layer]
-            self.labels_ = spectral_labels(affinity_from_attention(self.attention_), episode["k"], self.seed)
+            self.layer_ = count // 2 if self.layer is None else check_layers([self.layer], count)[0]
+            (result,) = cluster_episodes(self.model_, self.tokenizer_, [episode], [self.layer_], answer=[False])
+            self.attention_ = result["attention"][self.layer_]
+            self.labels_ = spectral_labels(affinity_from_attention(self.attention_), episode["k"], self.random_state)
         else:
             (result,) = cluster_episodes(
                 self.model_, self.tokenizer_, [episode], (), self.max_new_tokens, self.new_tokens_per_item
@@ -77,12 +96,23 @@ class ICCClusterer:
             self.labels_ = np.asarray(result["labels"], dtype=np.int64)
         return self
 
-    def fit_predict(self, X, k: int) -> np.ndarray:
-        """`fit(X, k)`, then `labels_` (n,)."""
-        return self.fit(X, k).labels_
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """`fit(X)`, then `labels_` (n,)."""
+        return self.fit(X).labels_
 
-    def _episode(self, X, k: int) -> dict:
-        """The episode dict that `cluster_episodes` reads, after checking X and k."""
+    def _load(self) -> None:
+        """Load the model into `model_` and `tokenizer_` unless the loaded one has these settings."""
+        settings = {
+            "name": self.model, "dtype": self.dtype, "device": self.device,
+            "trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle,
+            "adapter": self.adapter, "attn_implementation": self.attn_implementation, "num_threads": self.num_threads,
+        }
+        if getattr(self, "load_settings_", None) != settings:
+            self.model_, self.tokenizer_ = load_causal_lm(**settings)
+            self.load_settings_ = settings
+
+    def _episode(self, X) -> dict:
+        """The episode dict that `cluster_episodes` reads, after checking X and n_clusters."""
         if isinstance(X, (list, tuple)) and X and all(isinstance(x, str) for x in X):
             if any(not x.strip() for x in X):
                 raise ICCError("texts must be non-empty")
@@ -102,4 +132,4 @@ class ICCClusterer:
         n = len(X)
         if n > self.max_items:
             raise ICCError(f"{n} items is more than max_items={self.max_items}: in-context clustering is for small sets")
-        return {**items, "k": check_k(k, n), "n": n}
+        return {**items, "k": check_k(self.n_clusters, n), "n": n}

@@ -2,8 +2,8 @@
 chosen layers.
 
 `cluster_episodes` does the work for a loaded model; `EpisodeRunner` holds one model per Ray Data
-actor and applies it to batches of episodes (`run_episodes`); `ICCClusterer` applies it to one
-data set.
+actor and applies it to batches of episodes (`run_episodes`; `results_table` holds the rows as
+episodes.parquet does); `ICCClusterer` applies it to one data set.
 """
 
 from collections.abc import Sequence
@@ -30,21 +30,6 @@ def num_layers(model: str, trust_remote_code: bool = False) -> int:
 
     config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
     return config.get_text_config().num_hidden_layers
-
-
-def check_layers(layers, count: int) -> list[int]:
-    """Decoder layer indices for a model of `count` layers, sorted, without duplicates, from "all",
-    "every_<s>" (every s-th layer, counted so that the last layer is in) or a list of ints
-    (negative ones count from the last)."""
-    if layers == "all":
-        return list(range(count))
-    if isinstance(layers, str) and layers.startswith("every_") and layers[6:].isdigit() and int(layers[6:]) > 0:
-        return list(range(count - 1, -1, -int(layers[6:])))[::-1]
-    if isinstance(layers, (str, int)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers):
-        raise ICCError(f"attention layers must be 'all', 'every_<s>' or a list of integers, got {layers!r}")
-    if any(not -count <= x < count for x in layers):
-        raise ICCError(f"attention layers {list(layers)} outside the model's {count} layers (0..{count - 1})")
-    return sorted({x % count for x in layers})
 
 
 def render_episode(tokenizer, episode: dict) -> tuple[str, list[tuple[int, int]]]:
@@ -152,41 +137,57 @@ class EpisodeRunner:
         return batch
 
 
-def run_episodes(
-    table: pa.Table,
-    model: str,
-    episodes_per_batch: int = 16,
-    actors: int | None = None,
-    num_gpus: float | None = None,
-    cpus_per_actor: float = 1,
-    **runner_kwargs,
-) -> list[dict]:
+def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers: Sequence[int] = ()) -> list[dict]:
     """Run `EpisodeRunner` over a table of episodes (`episodes.SCHEMA`) on a Ray Data pool of actors,
-    one model each (see `icc.runtime.actor_pool` for `actors`, `num_gpus`, `cpus_per_actor`).
-    Returns the output rows in `episode` order.
+    one model each. Returns the output rows in `episode` order.
+
+    The three groups of the `llm` config:
+    load: what loads the model (its top keys): `model` and the keyword arguments of `load_causal_lm`
+        (dtype, trust_remote_code, allow_pickle, adapter, attn_implementation).
+    generate: `max_new_tokens`, `new_tokens_per_item` (see `cluster_episodes`) and `episodes_per_batch`.
+    pool: `actors`, `num_gpus`, `cpus_per_actor` (see `icc.ray_runtime.actor_pool`) and `num_threads`
+        (torch CPU threads per actor).
+    layers: decoder layers whose item attention each row gets.
 
     Episodes are sorted by size (d, then n) so that each `generate` call of `episodes_per_batch`
     episodes pads little, and each such batch is a block of its own: blocks spread over the actors,
     and the dataset shows progress batch by batch.
 
     On a cluster without GPUs, `actors` None fills its CPUs with actors of `cpus_per_actor` cores
-    (torch threads), at most one per batch: decoding small batches gains little from threads
-    (SmolLM2, 16 episodes, 2 cores: 2 actors x 1 thread answer 1.3x as many as 1 actor x 2).
+    (torch threads unless `num_threads`), at most one per batch: decoding small batches gains little
+    from threads (SmolLM2, 16 episodes, 2 cores: 2 actors x 1 thread answer 1.3x as many as 1 actor x 2).
     """
     import ray
     import ray.data
 
+    size = generate["episodes_per_batch"]
     table = table.sort_by([("d", "ascending"), ("n", "ascending")])
-    blocks = [table.slice(start, episodes_per_batch) for start in range(0, table.num_rows, episodes_per_batch)]
+    blocks = [table.slice(start, size) for start in range(0, table.num_rows, size)]
+    actors, num_threads = pool["actors"], pool["num_threads"]
     resources = ray.cluster_resources()
-    if actors is None and not num_gpus and not resources.get("GPU"):
-        actors = max(1, min(len(blocks), int(resources.get("CPU", 1) // cpus_per_actor)))
-        runner_kwargs["num_threads"] = runner_kwargs.get("num_threads") or max(1, int(cpus_per_actor))
+    if actors is None and not pool["num_gpus"] and not resources.get("GPU"):
+        actors = max(1, min(len(blocks), int(resources.get("CPU", 1) // pool["cpus_per_actor"])))
+        num_threads = num_threads or max(1, int(pool["cpus_per_actor"]))
+    runner = {
+        **load, "num_threads": num_threads, "layers": list(layers),
+        "max_new_tokens": generate["max_new_tokens"], "new_tokens_per_item": generate["new_tokens_per_item"],
+    }
     ds = ray.data.from_arrow(blocks).map_batches(
         EpisodeRunner,
-        fn_constructor_kwargs={"model": model, **runner_kwargs},
-        batch_size=episodes_per_batch,
+        fn_constructor_kwargs=runner,
+        batch_size=size,
         batch_format="pyarrow",
-        **actor_pool(actors, num_gpus, cpus_per_actor),
+        **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),
     )
     return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("episode").to_pylist()
+
+
+def results_table(rows: list[dict], layers: Sequence[int]) -> pa.Table:
+    """Scored test rows as episodes.parquet holds them: without `split`, the attention matrices
+    (`attention_L<layer>`, float32) last."""
+    matrices = [attention_column(layer) for layer in layers]
+    table = pa.Table.from_pylist(rows).drop_columns("split")
+    table = table.select([name for name in table.column_names if name not in matrices] + matrices)
+    for name in matrices:
+        table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(ATTENTION_TYPE))
+    return table

@@ -14,6 +14,8 @@ from icc.metrics import external_metrics
 
 METRICS = ("acc", "ari", "nmi")
 GROUPS = ("df", "k", "d", "condition")
+# The methods of `icc incontext`, in the order of its report: the LLM's, then the baselines.
+METHODS = ("generate", "attention", "attention_oracle", "kmeans", "gmm", "spectral", "kmeans_embeddings")
 
 
 def episode_scores(labels, pred) -> dict[str, float]:
@@ -22,6 +24,17 @@ def episode_scores(labels, pred) -> dict[str, float]:
         return dict.fromkeys(METRICS, math.nan)
     scores = external_metrics(np.asarray(labels), np.asarray(pred))
     return {metric: scores[metric] for metric in METRICS}
+
+
+def add_scores(rows: list[dict]) -> list[str]:
+    """Score each row's predictions: the METHODS it has a `pred_<method>` for (those of the first
+    row, in METHODS order) are returned, and every row gains `<metric>_<method>` per method."""
+    methods = [method for method in METHODS if f"pred_{method}" in rows[0]]
+    for row in rows:
+        for method in methods:
+            scores = episode_scores(row["labels"], row[f"pred_{method}"])
+            row.update({f"{metric}_{method}": value for metric, value in scores.items()})
+    return methods
 
 
 def mean_by_layer(truths: list, labels_by_layer: dict[int, list], metric: str = "ari") -> dict[int, float]:
@@ -62,3 +75,17 @@ def _means(rows: pd.DataFrame, columns: list[str]) -> dict:
 
 def _key(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def print_summary(out, model: str, metrics: dict) -> None:
+    """The run in a few lines: episodes, the attention layer, each method's mean scores, the answers' statuses."""
+    att = metrics["attention"]
+    print(f"\nicc incontext: {metrics['episodes']} episodes ({metrics['validation_episodes']} for validation), "
+          f"{model}, {metrics['episodes_per_s']} episodes/s -> {out}")
+    if att["layers"]:
+        print(f"  attention layer {att['layer']} ({att['layer_chosen_by']}); oracle layer {att['oracle_layer']}")
+    print(f"  {'method':<18} {'episodes':>8} {'acc':>6} {'ari':>6} {'nmi':>6}")
+    for method, m in metrics["methods"].items():
+        values = " ".join(f"{m[x]:>6.3f}" if m[x] is not None else f"{'-':>6}" for x in METRICS)
+        print(f"  {method:<18} {m['episodes']:>8} {values}")
+    print("  answers: " + ", ".join(f"{status} {count}" for status, count in metrics["parse_status"].items()))

@@ -3,24 +3,13 @@ labelled numeric data set.
 
 An episode is a dict: `points` (n lists of d floats), `labels` (n ints in 0..k-1, every cluster
 non-empty, in the same random order as the points), `k`, `d`, `n`, `df` (Student-t degrees of
-freedom; None for sampled episodes) and `seed` (the int that regenerates it).
+freedom; None for sampled episodes) and `seed` (the int that regenerates it); `icc.incontext.episodes`
+builds the episodes of `icc incontext` from these and holds their table schema.
 """
 
 import itertools
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-SCHEMA = pa.schema([
-    ("points", pa.list_(pa.list_(pa.float64()))),
-    ("labels", pa.list_(pa.int64())),
-    ("k", pa.int64()),
-    ("d", pa.int64()),
-    ("n", pa.int64()),
-    ("df", pa.float64()),
-    ("seed", pa.int64()),
-])
 
 
 def episode_seeds(seed: int, count: int) -> list[int]:
@@ -108,17 +97,3 @@ def sample_numeric_episodes(
         episodes.append(_episode(X[pool[take]], pool_labels[take], k, None, s))
     return episodes
 
-
-def episodes_to_table(episodes: list[dict]) -> pa.Table:
-    """Episodes as an Arrow table, one row per episode, columns as in SCHEMA."""
-    return pa.Table.from_pylist(episodes, schema=SCHEMA)
-
-
-def write_episodes(episodes: list[dict], path: str) -> None:
-    """Write episodes to one Parquet file."""
-    pq.write_table(episodes_to_table(episodes), path)
-
-
-def read_episodes(path: str) -> list[dict]:
-    """Episodes from a Parquet file written by `write_episodes`."""
-    return pq.read_table(path).to_pylist()

@@ -14,16 +14,9 @@ from icc.models.device import compute_dtype, resolve_device, use_threads
 from icc.models.hub import load_kwargs, resolve_model
 
 
-def load_causal_lm(
-    name: str,
-    dtype: str = "auto",
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
-    adapter: str | None = None,
-    attn_implementation: str | None = None,
-    num_threads: int | None = None,
-):
+def load_causal_lm(name: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
+                   allow_pickle: bool = False, adapter: str | None = None, attn_implementation: str | None = None,
+                   num_threads: int | None = None):
     """Return `(model, tokenizer)`, the model in eval mode on `device`.
 
     name: HF id, local directory or a known offline name (see `icc.models.hub`).
