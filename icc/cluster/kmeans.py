@@ -1,15 +1,14 @@
-"""k-means: in memory, or over Ray object-store blocks when the vectors do not fit one process.
+"""k-means: in memory with faiss, or over Ray object-store blocks when the vectors do not fit one process.
 
-Both fits run the same Lloyd iterations, for all `n_init` runs at once, from k-means++
-(scikit-learn's) or random seeds drawn from a sample of the rows: each iteration finds every
-row's nearest centroid (faiss, exact) and moves each centroid to the mean of its rows; a run stops
-once an iteration lowers its inertia by at most `tol` of it, and the run of lowest inertia wins.
+Both fits run Lloyd iterations from k-means++ (scikit-learn's) or random seeds drawn from a sample
+of the rows, `n_init` runs, the one of lowest inertia winning; a run stops after `max_iter`
+iterations or once an iteration lowers its inertia by at most `tol` of it.
 
-In memory (`fit`): the iterations run over X in this process. Distributed (`fit_blocks`): the
-vectors stay in blocks of the object store (a Ray Data dataset's blocks, see
+In memory (`fit`): faiss.Kmeans over all rows, one run after another. Distributed (`fit_blocks`):
+the vectors stay in blocks of the object store (a Ray Data dataset's blocks, see
 `icc.corpus.sharded`). Seeding runs on a sample of the blocks in one task; each iteration maps
-every block to per-cluster sums and counts for all runs (one task per block) and the driver adds
-them up and divides: the driver holds (n_init, k, d).
+every block to per-cluster sums and counts for all runs at once (one task per block) and the
+driver adds them up and divides: the driver holds (n_init, k, d).
 """
 
 import os
@@ -21,7 +20,7 @@ import scipy.sparse
 from sklearn.cluster import kmeans_plusplus
 
 from icc.checks import check_non_negative, check_positive_int
-from icc.cluster.base import KClusterer, _nearest, check_k
+from icc.cluster.base import KClusterer, check_k
 from icc.errors import ICCError
 
 BACKENDS = ("auto", "faiss", "ray")
@@ -82,9 +81,17 @@ class KMeans(KClusterer):
     def _fit(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.random_state)
         sample = X[np.sort(rng.choice(len(X), self.seed_sample_size(len(X), k), replace=False))]
-        seeds = np.stack([self._seeds(sample, k, self.random_state + run) for run in range(self.n_init)])
-        centroids, self.inertia_ = self._lloyd(seeds, lambda c: _partial_sums(X, c))
-        return _nearest(centroids, X, 1)[1][:, 0], centroids
+        best = None
+        for run in range(self.n_init):
+            seed = self.random_state + run
+            km = faiss.Kmeans(X.shape[1], k, niter=self.max_iter, seed=seed, early_stop_threshold=self.tol,
+                              max_points_per_centroid=len(X), min_points_per_centroid=1)
+            km.train(X, init_centroids=self._seeds(sample, k, seed))
+            squared, labels = km.index.search(X, 1)
+            if best is None or squared.sum() < best[0]:
+                best = (float(squared.sum()), len(km.iteration_stats), km.centroids.copy(), labels[:, 0])
+        self.inertia_, self.n_iter_, centroids, labels = best
+        return labels, centroids
 
     def fit_blocks(self, blocks: list, n_rows: int):
         """Fit on the vectors in `blocks` (ObjectRefs of (m_i, d) float32 arrays, n_rows in all).
@@ -101,25 +108,22 @@ class KMeans(KClusterer):
         k = check_k(self.n_clusters, n_rows)
         fraction = self.seed_sample_size(n_rows, k) / n_rows
         seeds = np.stack(ray.get(_seed_runs.remote(blocks, fraction, k, self.n_init, self.random_state, self)))
-        self.cluster_centers_, self.inertia_ = self._lloyd(seeds, lambda c: _block_sums(blocks, c))
+        self.cluster_centers_, self.inertia_ = self._lloyd(seeds, blocks)
         self.labels_, self.k_scores_, self.sample_ = None, None, None
         self.fit_rows_, self.n_features_in_ = n_rows, seeds.shape[2]
         return self
 
-    def _lloyd(self, centroids: np.ndarray, partial_sums) -> tuple[np.ndarray, float]:
-        """Lloyd iterations of the runs seeded by the (runs, k, d) `centroids`.
-
-        partial_sums(centroids): the per-run cluster sums (r, k, d), counts (r, k) and inertia (r,)
-        of the points, for (r, k, d) centroids. Sets `n_iter_` and returns the winning run's (k, d)
-        centroids and inertia.
-        """
+    def _lloyd(self, centroids: np.ndarray, blocks: list) -> tuple[np.ndarray, float]:
+        """Lloyd iterations over `blocks` of the runs seeded by the (runs, k, d) `centroids`; the
+        runs still active share each pass. Sets `n_iter_` and returns the winning run's (k, d)
+        centroids and inertia."""
         centroids = np.array(centroids, dtype=np.float32)
         runs = len(centroids)
         n_iter = np.zeros(runs, dtype=np.int64)
         previous = np.full(runs, np.nan)  # no inertia yet: no run stops after its first iteration
         active = np.ones(runs, dtype=bool)
         for _ in range(self.max_iter):
-            sums, counts, inertia = partial_sums(centroids[active])
+            sums, counts, inertia = _block_sums(blocks, centroids[active])
             means = sums / np.maximum(counts, 1)[..., None]
             centroids[active] = np.where(counts[..., None] > 0, means, centroids[active])  # an empty cluster stays
             n_iter[active] += 1
@@ -128,7 +132,7 @@ class KMeans(KClusterer):
             active[np.flatnonzero(active)[converged]] = False
             if not active.any():
                 break
-        _, _, inertia = partial_sums(centroids)
+        _, _, inertia = _block_sums(blocks, centroids)
         best = int(np.argmin(inertia))
         self.n_iter_ = int(n_iter[best])
         return centroids[best], float(inertia[best])
@@ -137,7 +141,7 @@ class KMeans(KClusterer):
 def _block_sums(blocks: list, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`_partial_sums` over all blocks, added up as the block tasks finish."""
     centroids_ref = ray.put(centroids)
-    pending = [_block_partial_sums.remote(block, centroids_ref) for block in blocks]
+    pending = [_partial_sums.remote(block, centroids_ref) for block in blocks]
     runs, k, d = centroids.shape
     sums, counts, inertia = np.zeros((runs, k, d)), np.zeros((runs, k)), np.zeros(runs)
     while pending:
@@ -149,6 +153,7 @@ def _block_sums(blocks: list, centroids: np.ndarray) -> tuple[np.ndarray, np.nda
     return sums, counts, inertia
 
 
+@ray.remote(num_cpus=1)
 def _partial_sums(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each run's (k, d) centroids in the (runs, k, d) `centroids`: the sums (runs, k, d) float64
     and counts (runs, k) of the (n, d) points X nearest each centroid, and the inertia (runs,)."""
@@ -166,9 +171,6 @@ def _partial_sums(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
         counts[r] = np.bincount(nearest[:, 0], minlength=k)
         inertia[r] = float(np.maximum(squared, 0).sum())
     return sums, counts, inertia
-
-
-_block_partial_sums = ray.remote(num_cpus=1)(_partial_sums)
 
 
 @ray.remote(num_cpus=1)
