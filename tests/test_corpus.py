@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import pyarrow as pa
@@ -33,6 +34,31 @@ def test_list_files_expands_and_checks(corpora, tmp_path):
         list_files(str(tmp_path / "missing.csv"))
     with pytest.raises(ICCError, match="no Parquet, CSV or JSONL"):
         list_files(str(tmp_path / "*.txt"))
+
+
+def test_a_directory_reads_compressed_files_ignores_hidden_ones_and_refuses_unknown_ones(tmp_path):
+    """Before: .csv.gz was skipped without a word, _temporary/ and .hidden files were read, .txt skipped."""
+    (tmp_path / "_temporary").mkdir()
+    (tmp_path / "_temporary" / "part.csv").write_text("text\nhalf written\n")
+    (tmp_path / ".draft.csv").write_text("text\nnot mine\n")
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / "a.csv").write_text("text\none\n")
+    with gzip.open(tmp_path / "b.csv.gz", "wt") as f:
+        f.write("text\ntwo\n")
+    assert list_files(str(tmp_path)) == ([str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz")], "csv")
+    (tmp_path / "notes.txt").write_text("a note\n")
+    with pytest.raises(ICCError, match=r"unsupported file type in data.path: .*notes.txt"):
+        list_files(str(tmp_path))
+
+
+def test_compressed_csv_and_blank_lines_are_rows(ray_session, tmp_path):
+    """A blank CSV line is a row, kept as a reject (before: dropped, so rows out < lines in)."""
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as f:
+        f.write("text,label\nfirst,x\n\nthird,y\n")
+    rows = read_corpus(str(tmp_path / "a.csv.gz"), "text", label_column="label").take_all()
+    assert [r["text"] for r in rows] == ["first", "", "third"]
+    assert [r["reject"] for r in rows] == ["", "empty text", ""]
+    assert [r["label"] for r in rows] == ["x", None, "y"]
 
 
 @pytest.mark.parametrize("name", ["a.parquet", "b.jsonl"])

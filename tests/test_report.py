@@ -50,6 +50,24 @@ def check_page(page, tmp_path, legend: list[str]) -> None:
     assert saturated.sum() > 1500 and len(colours) > 20, (saturated.sum(), len(colours))
 
 
+def test_cluster_names_from_the_corpus_are_escaped_in_the_report(banking_run, tmp_path):
+    """LLM names come from the corpus: a name that is markup shows as text, never runs (before: raw in the page)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from icc.corpus.report import write_report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(banking_run, run_dir)
+    clusters = pq.read_table(run_dir / "clusters.parquet")
+    names = ["<img src=x onerror=alert(1)>"] * clusters.num_rows
+    clusters = clusters.set_column(clusters.schema.get_field_index("name"), "name", pa.array(names, pa.string()))
+    pq.write_table(clusters, run_dir / "clusters.parquet")
+    page = write_report(load_run(run_dir), tmp_path / "report.html")
+    html = page.read_text(encoding="utf-8")
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
 @needs_chromium
 def test_cluster_report_in_headless_chromium(banking_run, tmp_path):
     run = load_run(banking_run)

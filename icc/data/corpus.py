@@ -19,27 +19,53 @@ import pyarrow.csv as pacsv
 
 from icc.errors import ICCError, root_message
 
+# File name endings read, and their format; CSV and JSONL may be compressed (pyarrow infers the codec).
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
+COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 # pyarrow parses CSV and JSONL in blocks that must hold a whole row: this bounds one text's size.
 MAX_ROW_BYTES = 256 << 20
 
 
+def file_format(path: str) -> str | None:
+    """The format of a corpus file by its name ("parquet", "csv", "json"), None for any other file."""
+    name = Path(path).name.lower()
+    for codec in COMPRESSIONS:
+        if name.endswith(codec):
+            fmt = FORMATS.get(Path(name[: -len(codec)]).suffix)
+            return fmt if fmt != "parquet" else None  # Parquet compresses inside the file
+    return FORMATS.get(Path(name).suffix)
+
+
+def hidden(path: Path, root: Path) -> bool:
+    """Whether `path` lies under an entry of `root` whose name starts with "." or "_" (`.git/`,
+    `_temporary/`, `_SUCCESS`, ...): such entries are not part of a corpus."""
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+
+
 def list_files(path: str) -> tuple[list[str], str]:
-    """Expand a file, directory or glob into sorted files of one format: (files, format)."""
+    """Expand a file, directory or glob into sorted files of one format: (files, format).
+
+    A directory is read whole, but for hidden and `_`-prefixed entries (see `hidden`); any other
+    file that is not Parquet, CSV or JSONL (compressed CSV and JSONL included) is an ICCError, so
+    that no file is skipped without a word.
+    """
     if any(ch in path for ch in "*?["):
-        files = sorted(glob.glob(path, recursive=True))
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
     elif os.path.isdir(path):
-        files = sorted(str(p) for p in Path(path).rglob("*") if p.suffix.lower() in FORMATS)
+        root = Path(path)
+        files = sorted(str(p) for p in root.rglob("*") if p.is_file() and not hidden(p, root))
     elif os.path.isfile(path):
         files = [path]
     else:
         raise ICCError(f"data.path not found: {path}")
-    files = [f for f in files if os.path.isfile(f)]
     if not files:
         raise ICCError(f"no Parquet, CSV or JSONL files under data.path: {path}")
-    formats = {FORMATS.get(Path(f).suffix.lower()) for f in files}
-    if None in formats:
-        raise ICCError(f"unsupported file type in {path}: use .parquet, .csv or .jsonl")
+    unknown = [f for f in files if file_format(f) is None]
+    if unknown:
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise ICCError(f"unsupported file type in data.path: {unknown[0]}{more} (use .parquet, .csv or .jsonl, "
+                       "also .csv.gz, .jsonl.gz, ...; entries named .* or _* are ignored)")
+    formats = {file_format(f) for f in files}
     if len(formats) > 1:
         raise ICCError(f"data.path mixes file formats ({', '.join(sorted(formats))}): {path}")
     return files, formats.pop()
@@ -61,7 +87,9 @@ def read_table(files: list[str], fmt: str):
         return ray.data.read_csv(
             files,
             read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            # A blank line is a row (an empty text, kept as a reject), as every other line is.
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
             max_calls=1,
         )
     # pyarrow reads newline-delimited JSON; `lines=True` (pandas) would ignore the block size.
