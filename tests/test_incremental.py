@@ -3,6 +3,7 @@ new partitions, re-runs are idempotent, and drift or schedule.refit=true refits 
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow.csv
@@ -92,7 +93,36 @@ def test_incremental_runs(ray_session, tmp_path):
     assert len(State.load(state).runs) == 7
 
 
-def test_partitions_must_be_directories(tmp_path):
+def test_files_beside_the_partitions_are_refused(tmp_path):
+    """Before: a file at the top of data.path was silently ignored."""
+    (tmp_path / "date=2026-01-01").mkdir()
     (tmp_path / "flat.csv").write_text("text\nhello\n")
-    with pytest.raises(ICCError, match="no partitions"):
+    with pytest.raises(ICCError, match=r"data.path holds files beside its partitions \(flat.csv\)"):
         run_incremental(tmp_path, tmp_path / "state", COLUMNS, EMBEDDER, POOL, make_clusterer("kmeans", k=2), 32)
+    (tmp_path / "flat.csv").unlink()
+    with pytest.raises(ICCError, match="no partitions"):
+        run_incremental(tmp_path / "date=2026-01-01", tmp_path / "state", COLUMNS, EMBEDDER, POOL,
+                        make_clusterer("kmeans", k=2), 32)
+
+
+def test_an_unreadable_partition_is_recorded_and_blocks_no_run(ray_session, tmp_path):
+    """Before: an empty new partition stopped every later run; a partition removed from data.path
+    stayed in the fit forever."""
+    news = pyarrow.csv.read_csv(TEXT / "agnews_test.csv")
+    data, state = tmp_path / "corpus", tmp_path / "state"
+    write_partition(data, "date=2026-01-01", news.slice(0, ROWS))
+    write_partition(data, "date=2026-01-02", news.slice(ROWS, ROWS))
+    (data / "date=2026-01-03").mkdir()
+    (data / "date=2026-01-03" / "part.csv").write_text("")  # an empty file: nothing to read
+    first = schedule(data, state)
+    assert first["action"] == "fit" and first["new_partitions"] == ["date=2026-01-01", "date=2026-01-02"]
+    assert list(first["rejected_partitions"]) == ["date=2026-01-03"]
+    assert State.load(state).rejected["date=2026-01-03"]["reason"]
+    again = schedule(data, state)  # recorded: not tried again until its files change
+    assert again["rejected_partitions"] == {} and "date=2026-01-03" in again["skipped_partitions"]
+
+    shutil.rmtree(data / "date=2026-01-02")
+    refit = schedule(data, state, refit=True)
+    assert refit["stored_partitions_not_in_data_path"] == ["date=2026-01-02"]
+    assert refit["fit"]["partitions"] == ["date=2026-01-01"] and refit["fit"]["rows"] == ROWS
+    assert sorted(State.load(state).partitions) == ["date=2026-01-01"]

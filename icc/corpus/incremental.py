@@ -3,7 +3,8 @@
 `data.path` holds partitions: its sub-directories (e.g. `date=2026-01-01/`), each of files that
 `read_corpus` reads. The state directory keeps what earlier runs made:
 
-    state.json                  the partitions done {name: fingerprint, rows, embedded, run}, the fit, the runs
+    state.json                  the partitions done {name: fingerprint, rows, embedded, run}, the ones
+                                rejected {name: fingerprint, reason, run}, the fit, the runs
     centroids.npy               (k, dim) float32 centroids of the current fit
     partitions/<name>/          the partition's embed shards (texts/embeddings.parquet, embed.json)
                                 and assignments.parquet (id, cluster, distance, reason)
@@ -11,7 +12,10 @@
 
 A partition is known by its name and the sha256 of its files' names and bytes, so a partition
 whose files are rewritten with other rows is new again (re-embedded, its assignments replaced) and
-one only touched is not. A run embeds the new partitions, then
+one only touched is not. Files at the top of `data.path`, beside the partitions, are refused; entries
+named `.*` or `_*` are ignored. A new partition that cannot be read (empty, unparsable) is recorded as
+rejected with its reason and skipped, until its files change, so it never blocks later runs. A run
+embeds the new partitions, then
 - with no fit yet, fits the clusterer on every partition and assigns them all (`fit`);
 - else assigns the new rows to the nearest stored centroid and measures drift on them:
   `far_share`, the share of rows farther from their centroid than `reference_distance` (the
@@ -19,7 +23,8 @@ one only touched is not. A run embeds the new partitions, then
   without drift), and `size_tvd`, the total variation distance between the clusters' shares of
   the rows at fit time and of the new rows (0: the same shares, 1: disjoint). When either passes
   `drift_threshold`, or on `refit`, it fits again on the stored embeddings of every partition
-  and assigns them all again (`refit`).
+  and assigns them all again (`refit`); a partition no longer in `data.path` is dropped from the
+  state then (until a refit it keeps its assignments, listed as `stored_partitions_not_in_data_path`).
 Every row goes to its nearest centroid. state.json is written last, so a run killed midway leaves
 the state of the run before; its re-run reuses the embeddings that were written (`icc.corpus.embed_stage`).
 """
@@ -55,6 +60,7 @@ class State:
 
     dir: Path
     partitions: dict[str, dict] = field(default_factory=dict)
+    rejected: dict[str, dict] = field(default_factory=dict)
     fit: dict | None = None
     runs: list[dict] = field(default_factory=list)
 
@@ -88,7 +94,12 @@ def find_partitions(path) -> dict[str, Path]:
     path = Path(path)
     if not path.is_dir():
         raise ICCError(f"icc incremental reads a directory of partitions; data.path is not one: {path}")
-    partitions = {p.name: p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))}
+    entries = [p for p in sorted(path.iterdir()) if not p.name.startswith((".", "_"))]
+    loose = [p.name for p in entries if not p.is_dir()]
+    if loose:
+        raise ICCError(f"data.path holds files beside its partitions ({', '.join(loose[:3])}): icc incremental reads "
+                       f"only sub-directories; move them into a partition (e.g. {path / 'date=2026-01-01'}/)")
+    partitions = {p.name: p for p in entries}
     if not partitions:
         raise ICCError(f"no partitions (sub-directories such as date=2026-01-01/) in data.path: {path}")
     return partitions
@@ -159,22 +170,33 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
     run_id = f"{len(state.runs) + 1:05d}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     run_dir = state.dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    fingerprints = {name: file_fingerprint(str(path)) for name, path in partitions.items()}
-    new = [name for name in partitions if state.partitions.get(name, {}).get("fingerprint") != fingerprints[name]]
+    fingerprints = {name: _fingerprint(path) for name, path in partitions.items()}
+    known = {name: record["fingerprint"] for name, record in (*state.partitions.items(), *state.rejected.items())}
+    new = [name for name in partitions if known.get(name) != fingerprints[name]]
     metrics = {
         "run": run_id,
         "new_partitions": new,
         "skipped_partitions": [name for name in partitions if name not in new],
         "stored_partitions_not_in_data_path": sorted(set(state.partitions) - set(partitions)),
         "rows_embedded_this_run": 0,
+        "rejected_partitions": {},
     }
     with timer("embed"):
         for name in new:
-            shards, embedded_now = embed_corpus(str(partitions[name]), columns, embedder, pool, state.partition_dir(name),
-                                                shard_rows, fingerprints[name])
+            try:
+                shards, embedded_now = embed_corpus(str(partitions[name]), columns, embedder, pool,
+                                                    state.partition_dir(name), shard_rows, fingerprints[name])
+            except ICCError as e:  # this partition cannot be read: the others go on
+                state.partitions.pop(name, None)
+                state.rejected[name] = {"fingerprint": fingerprints[name], "reason": str(e), "run": run_id}
+                metrics["rejected_partitions"][name] = str(e)
+                continue
+            state.rejected.pop(name, None)
             metrics["rows_embedded_this_run"] += embedded_now
             state.partitions[name] = {"fingerprint": fingerprints[name], "rows": shards.n_rows,
                                       "embedded": shards.n_embedded, "run": run_id}
+    new = [name for name in new if name in state.partitions]
+    metrics["new_partitions"] = new
     metrics["new_rows"] = sum(state.partitions[name]["rows"] for name in new)
 
     action, reason = ("fit", "no fit yet") if state.fit is None else ("refit", "schedule.refit=true") if refit else (None, "")
@@ -188,6 +210,10 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
         action, reason = ("refit", "drift: " + ", ".join(passed)) if passed else ("assign", "")
     centroids = None
     if action in ("fit", "refit"):
+        for name in set(state.partitions) - set(partitions):  # gone from data.path: out of the new fit
+            del state.partitions[name]
+        if not state.partitions:
+            raise ICCError(f"no partition of {data_path} could be read: {metrics['rejected_partitions']}")
         names = sorted(state.partitions)
         with timer("fit"):
             fitted = fit_shards(clusterer, combine_shards([Shards.load(state.partition_dir(n)) for n in names]))
@@ -207,6 +233,15 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
     state.runs.append({"run": run_id, "action": metrics["action"], "new_partitions": new})
     state.save(centroids)
     return run_dir, metrics
+
+
+def _fingerprint(partition: Path) -> str:
+    """The partition's `file_fingerprint`, or, for one with no corpus file to read, of its listing
+    (so that it is recorded as rejected once, and read again when its files change)."""
+    try:
+        return file_fingerprint(str(partition))
+    except ICCError:
+        return "unreadable:" + ",".join(sorted(p.name for p in partition.rglob("*")))
 
 
 def read_assignments(state_dir) -> pa.Table:

@@ -78,7 +78,8 @@ def write_report(run: ClusterRun, path, max_points: int = 20000, projection: str
         inside = run.cluster[positions] == c
         size = f"{run.sizes[c]:,}" if c >= 0 else f"{int((run.cluster == -1).sum()):,}"
         fig.add_trace(go.Scattergl(
-            x=points[inside, 0], y=points[inside, 1], mode="markers", name=html.escape(f"{run.cluster_label(c)} ({size})", quote=False),
+            x=points[inside, 0], y=points[inside, 1], mode="markers",
+            name=html.escape(f"{run.cluster_label(c)} ({size})", quote=False),  # names come from the corpus
             hovertext=[_hover(t) for t, i in zip(texts, inside) if i], hoverinfo="text+name",
             marker={"size": 5, "opacity": 0.35 if searched else 0.75, **({"color": "#9e9e9e"} if c < 0 else {})},
         ))

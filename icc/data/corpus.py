@@ -163,10 +163,13 @@ def _is_text_type(t: pa.DataType) -> bool:
 
 @contextlib.contextmanager
 def _readable(path: str):
-    """Turn a failure to parse the corpus files into ICCError with the parser's first line."""
+    """Turn a failure to parse the corpus files, here or in a Ray read task (an empty CSV file),
+    into ICCError with the parser's first line."""
+    from ray.exceptions import RayTaskError
+
     try:
         yield
-    except (pa.ArrowException, OSError, UnicodeError, json.JSONDecodeError) as e:
+    except (pa.ArrowException, OSError, UnicodeError, json.JSONDecodeError, RayTaskError) as e:
         raise ICCError(f"cannot read {path}: {root_message(e)}") from None
 
 
