@@ -3,20 +3,23 @@
 
 Fake models (scores drawn each step) drive the processor on the SmolLM2 tokenizer (byte-level BPE,
 one digit a token) and on a small SentencePiece-style BPE trained here (multi-digit tokens such as
-"▁10,", leading spaces).
+"▁10,", leading spaces); a tiny random Llama with that BPE and the real SmolLM2 answer through
+`cluster_episodes`.
 """
 
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from icc.errors import ICCError
 from icc.finetune.data import answer_text
 from icc.incontext.constrained import LabellingProcessor, answer_length, answer_tokens
 from icc.incontext.prompt import numeric_prompt, parse_labels
+from icc.incontext.runner import cluster_episodes
 from icc.models.hub import MINILM, SMOLLM2, resolve_model
+from icc.models.llm import load_causal_lm
 
 
 def small_bpe() -> PreTrainedTokenizerFast:
@@ -113,3 +116,41 @@ def test_a_wordpiece_tokenizer_is_refused():
     """BERT's WordPiece writes "]" only as " ]" after a label, so some answers could not end."""
     with pytest.raises(ICCError, match="cannot write every answer"):
         answer_tokens(AutoTokenizer.from_pretrained(resolve_model(MINILM)))
+
+
+def numeric_episodes(sizes: list[tuple[int, int]], seed: int = 0) -> list[dict]:
+    """Episodes of n points, in k well separated groups along a line."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for n, k in sizes:
+        labels = rng.permutation(np.arange(n) % k)
+        episodes.append({"points": (10.0 * labels[:, None] + rng.normal(0, 0.5, (n, 1))).tolist(), "k": k, "n": n})
+    return episodes
+
+
+def assert_answered(results: list[dict], episodes: list[dict]) -> None:
+    """`cluster_episodes` parsed every answer ("ok"), and each is a labelling of its episode."""
+    assert [r["parse_status"] for r in results] == ["ok"] * len(episodes), [r["answer"] for r in results]
+    assert_labellings([r["answer"] for r in results], [(e["n"], e["k"]) for e in episodes])
+
+
+def test_a_random_llama_answers_batched_episodes_through_cluster_episodes():
+    """Left-padded prompts of different lengths, n and k per row; random weights: random answers."""
+    tokenizer = small_bpe()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    episodes = numeric_episodes([(25, 12), (3, 2), (40, 7), (12, 11)])
+
+    assert_answered(cluster_episodes(model, tokenizer, episodes), episodes)
+    free = cluster_episodes(model, tokenizer, episodes, max_new_tokens=20, constrained=False)
+    assert all(result["parse_status"] != "ok" for result in free)
+
+
+def test_smollm2_answers_numeric_episodes_with_labellings():
+    model, tokenizer = load_causal_lm(SMOLLM2, device="cpu")
+    episodes = numeric_episodes([(10, 2), (12, 11)])
+
+    assert_answered(cluster_episodes(model, tokenizer, episodes), episodes)
