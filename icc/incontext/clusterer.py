@@ -26,7 +26,9 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
     method: "generate" (the model's answer, parsed; items it gives no label get -1) or "attention"
         (spectral clustering of the item-level attention of decoder layer `layer`).
     layer: the decoder layer for "attention" (negative: counted from the last); None: the middle one.
-    max_new_tokens, new_tokens_per_item: bounds on the answer (see `cluster_episodes`).
+    constrained: "generate" answers can only be a labelling `[0, 1, 0, ...]` of the n items into
+        n_clusters clusters (`icc.incontext.constrained`); False: the model's free-form answer.
+    max_new_tokens, new_tokens_per_item: bounds on a free-form answer (see `cluster_episodes`).
     condition: for texts, what to cluster by, e.g. "by sentiment" (goes into the prompt).
     max_items: larger data sets are refused (prompts grow with n; the method is meant for <= 50).
     random_state: spectral clustering's seed (an int, a RandomState or None); generation is greedy.
@@ -46,6 +48,7 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
         model: str = SMOLLM2,
         method: str = "generate",
         layer: int | None = None,
+        constrained: bool = True,
         max_new_tokens: int = 250,
         new_tokens_per_item: int | None = None,
         condition: str | None = None,
@@ -63,6 +66,7 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
         self.model = model
         self.method = method
         self.layer = layer
+        self.constrained = constrained
         self.max_new_tokens = max_new_tokens
         self.new_tokens_per_item = new_tokens_per_item
         self.condition = condition
@@ -90,7 +94,8 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
             self.labels_ = spectral_labels(affinity_from_attention(self.attention_), episode["k"], self.random_state)
         else:
             (result,) = cluster_episodes(
-                self.model_, self.tokenizer_, [episode], (), self.max_new_tokens, self.new_tokens_per_item
+                self.model_, self.tokenizer_, [episode], (), self.max_new_tokens, self.new_tokens_per_item,
+                self.constrained,
             )
             self.answer_, self.parse_status_ = result["answer"], result["parse_status"]
             self.labels_ = np.asarray(result["labels"], dtype=np.int64)

@@ -14,12 +14,13 @@ import torch
 
 from icc.errors import ICCError
 from icc.incontext.attention import capture_item_attention, char_spans_to_token_spans, item_membership
+from icc.incontext.constrained import LabellingProcessor, answer_length
 from icc.incontext.prompt import chat_messages, numeric_prompt, parse_labels, text_prompt
 from icc.models.hub import resolve_model
 from icc.models.llm import generate, load_causal_lm, prefill, render_chat
 from icc.ray_runtime import actor_pool
 
-# Tokens an answer needs besides its n labels: brackets, a few words before the list, end of turn.
+# Tokens a free-form answer needs besides its n labels: brackets, a few words before the list, end of turn.
 _ANSWER_OVERHEAD_TOKENS = 10
 ATTENTION_TYPE = pa.list_(pa.list_(pa.float32()))  # an (n, n) item-level attention matrix
 
@@ -53,14 +54,17 @@ def cluster_episodes(
     layers: Sequence[int] = (),
     max_new_tokens: int = 250,
     new_tokens_per_item: int | None = None,
+    constrained: bool = True,
     answer: Sequence[bool] | None = None,
 ) -> list[dict]:
     """Generated labels and item attention for each episode (see `render_episode` for its keys).
 
     layers: decoder layers whose attention is read, during the prefill of the batched `generate`
         call that answers the episodes (a forward pass of their prompts for the unanswered ones).
-    max_new_tokens: bound on each answer; with `new_tokens_per_item`, also at most
+    max_new_tokens: bound on each free-form answer; with `new_tokens_per_item`, also at most
         new_tokens_per_item * n + 10 tokens, n being the largest episode of the batch.
+    constrained: each answer can only be a labelling `[0, 1, 0, ...]` of its n items into k clusters
+        (`icc.incontext.constrained`), with exactly the tokens the longest one needs; False: free form.
     answer: which episodes get a generated answer (None: all); the others only attention.
     Returns per episode {"answer": str, "labels": n ints (-1: missing), "parse_status": str}
     (None each when not answered) and {"attention": {layer: (n, n) float32}}, A[i, j] the mean
@@ -82,10 +86,14 @@ def cluster_episodes(
             membership[row, : len(spans)] = item_membership(char_spans_to_token_spans(offsets, spans), length)
         with capture_item_attention(model, layers, torch.from_numpy(membership)) as attention:
             if asked:
-                budget = max_new_tokens
-                if new_tokens_per_item is not None:
+                sizes = [(episodes[i]["n"], episodes[i]["k"]) for i in group]
+                budget, processor = max_new_tokens, None
+                if constrained:
+                    budget = max(answer_length(n, k) for n, k in sizes)
+                    processor = LabellingProcessor(tokenizer, sizes, model.generation_config.eos_token_id)
+                elif new_tokens_per_item is not None:
                     budget = min(max_new_tokens, new_tokens_per_item * n_max + _ANSWER_OVERHEAD_TOKENS)
-                replies = generate(model, tokenizer, prompts, budget)
+                replies = generate(model, tokenizer, prompts, budget, processor)
             else:
                 prefill(model, batch["input_ids"], batch["attention_mask"])
         for row, i in enumerate(group):
@@ -115,18 +123,20 @@ class EpisodeRunner:
         layers: Sequence[int] = (),
         max_new_tokens: int = 250,
         new_tokens_per_item: int | None = None,
+        constrained: bool = True,
         **load_options,
     ):
         self.model, self.tokenizer = load_causal_lm(model, **load_options)
         self.layers = list(layers)
         self.max_new_tokens = max_new_tokens
         self.new_tokens_per_item = new_tokens_per_item
+        self.constrained = constrained
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         episodes = batch.to_pylist()
         results = cluster_episodes(
             self.model, self.tokenizer, episodes, self.layers, self.max_new_tokens, self.new_tokens_per_item,
-            answer=[e["split"] == "test" for e in episodes],
+            self.constrained, answer=[e["split"] == "test" for e in episodes],
         )
         batch = batch.append_column("answer", pa.array([r["answer"] for r in results], pa.string()))
         batch = batch.append_column("pred_generate", pa.array([r["labels"] for r in results], pa.list_(pa.int64())))
@@ -144,7 +154,8 @@ def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers
     The three groups of the `llm` config:
     load: what loads the model (its top keys): `model` and the keyword arguments of `load_causal_lm`
         (dtype, trust_remote_code, allow_pickle, adapter, attn_implementation).
-    generate: `max_new_tokens`, `new_tokens_per_item` (see `cluster_episodes`) and `episodes_per_batch`.
+    generate: `max_new_tokens`, `new_tokens_per_item`, `constrained` (see `cluster_episodes`) and
+        `episodes_per_batch`.
     pool: `actors`, `num_gpus`, `cpus_per_actor` (see `icc.ray_runtime.actor_pool`) and `num_threads`
         (torch CPU threads per actor).
     layers: decoder layers whose item attention each row gets.
@@ -171,6 +182,7 @@ def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers
     runner = {
         **load, "num_threads": num_threads, "layers": list(layers),
         "max_new_tokens": generate["max_new_tokens"], "new_tokens_per_item": generate["new_tokens_per_item"],
+        "constrained": generate["constrained"],
     }
     ds = ray.data.from_arrow(blocks).map_batches(
         EpisodeRunner,

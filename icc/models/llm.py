@@ -72,15 +72,20 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, logits_processor=None) -> list[str]:
     """Greedy continuations of `prompts` (rendered, e.g. by `render_chat`), one batch, left-padded.
 
     Returns only the new text of each prompt, special tokens removed; each continuation stops at
-    an end-of-sequence token or after `max_new_tokens` tokens.
+    an end-of-sequence token or after `max_new_tokens` tokens. logits_processor: a transformers
+    `LogitsProcessor` that reshapes the (B, vocab) scores of each step (e.g. one that constrains
+    the answers: `icc.incontext.constrained`), or None.
     """
+    from transformers import LogitsProcessorList
+
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     output = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        logits_processor=LogitsProcessorList([] if logits_processor is None else [logits_processor]),
     )
     return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
