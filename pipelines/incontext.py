@@ -38,12 +38,14 @@ def run(cfg: DictConfig) -> None:
 
     with timer("llm"):
         start_ray(**cfg.ray)
-        rows = run_episodes(episodes_table(episodes), load, generate, pool, layers)
+        rows = run_episodes(episodes_table(episodes), load, generate, pool, layers, attention["orders"], cfg.seed)
     test = [r for r in rows if r["split"] == "test"]
     validation = [r for r in rows if r["split"] == "validation"]
 
     with timer("attention"), threadpool_limits(1):  # n <= 50 points: BLAS threads only add overhead
-        predictions, layer_choice = choose_layer(test, validation, layers, attention["layer"], cfg.seed)
+        predictions, layer_choice = choose_layer(
+            test, validation, layers, attention["layer"], cfg.seed, attention["position_baseline"]
+        )
     for row, predicted in zip(test, predictions):
         row.update(predicted)
 

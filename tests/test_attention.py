@@ -13,8 +13,12 @@ from icc.incontext.attention import (
     char_spans_to_token_spans,
     item_attention,
     item_membership,
+    item_orders,
+    order_affinity,
+    position_baseline,
     spectral_labels,
 )
+from icc.incontext.clusterer import ICCClusterer
 from icc.incontext.runner import cluster_episodes
 from icc.models.hub import SMOLLM2
 from icc.models.llm import generate, load_causal_lm, prefill, render_chat
@@ -67,6 +71,68 @@ def test_spectral_labels_survive_degenerate_affinities():
     for affinity in (np.zeros((6, 6)), isolated):
         labels = spectral_labels(affinity, k=2, seed=0)
         assert labels.shape == (6,) and set(labels) <= {0, 1}
+
+
+def positional(n: int) -> np.ndarray:
+    """(n, n) causal item attention that depends on positions only: a sink on the first item, more
+    to recent items, a floor."""
+    p, q = np.indices((n, n))
+    return np.tril(0.2 + np.exp(-(p - q) / 2.0) + 2.0 * (q == 0))
+
+
+def test_position_only_attention_clusters_positions_today():
+    """The paper's affinity on attention that ignores content: contiguous runs of positions, so the
+    same items in another order get another partition."""
+    n, orders = 12, item_orders(12, 6, seed=0)
+    by_position = spectral_labels(affinity_from_attention(positional(n)), k=2, seed=0)
+    assert np.count_nonzero(np.diff(by_position[1:])) == 1  # two runs of positions after the sink
+    by_item = []
+    for order in orders:
+        labels = np.empty(n, dtype=int)
+        labels[order] = by_position  # the item at position p gets position p's label
+        by_item.append(labels)
+    assert np.mean([adjusted_rand_score(by_item[0], other) for other in by_item[1:]]) < 0.2
+
+
+def test_position_only_attention_has_no_structure_after_the_baseline():
+    """Divided by its positional baseline, position-only attention is the same for every pair of
+    items, in any number of orders, for episodes of any size pooled into the baseline."""
+    episodes = [np.stack([positional(n)] * 3) for n in (8, 12, 10)]
+    baseline = position_baseline(episodes)
+    assert baseline.shape == (12, 12)
+    for attention in episodes:
+        n = attention.shape[-1]
+        affinity = order_affinity(attention, item_orders(n, 3, seed=n), baseline)
+        np.testing.assert_allclose(affinity, np.ones((n, n)))
+
+
+def test_position_baseline_pools_the_positions_each_episode_has():
+    small, large = np.ones((2, 2, 2)), np.full((1, 3, 3), 4.0)
+    expected = [[2.0, 2.0, 4.0], [2.0, 2.0, 4.0], [4.0, 4.0, 4.0]]  # (1 + 1 + 4) / 3 where all three have it
+    np.testing.assert_allclose(position_baseline([small, large]), expected)
+
+
+def test_order_affinity_recovers_content_under_positional_attention():
+    """Attention = position factor x content factor, in 4 orders: the baseline and the orders leave
+    the content, the true clusters, whatever the order the items came in."""
+    truth = np.repeat([0, 1, 2], 4)
+    n = len(truth)
+    orders = item_orders(n, 4, seed=1)
+    same = truth[:, None] == truth[None, :]
+    attention = np.stack([positional(n) * np.where(same[np.ix_(o, o)], 1.0, 0.3) for o in orders])
+    baseline = position_baseline([positional(n)[None]])
+    labels = spectral_labels(order_affinity(attention, orders, baseline), 3, seed=0)
+    assert adjusted_rand_score(truth, labels) == 1.0
+    shuffled = np.random.default_rng(2).permutation(4)
+    np.testing.assert_allclose(order_affinity(attention[shuffled], orders[shuffled], baseline),
+                               order_affinity(attention, orders, baseline))
+
+
+def test_item_orders_start_with_the_given_order():
+    orders = item_orders(7, 3, seed=0)
+    assert orders.shape == (3, 7) and orders[0].tolist() == list(range(7))
+    assert all(sorted(order) == list(range(7)) for order in orders)
+    np.testing.assert_array_equal(orders, item_orders(7, 3, seed=0))
 
 
 def test_char_spans_to_token_spans():
@@ -140,9 +206,42 @@ def test_attention_read_in_the_prefill_of_a_padded_batch_equals_each_prompt_alon
     for batch_result, forward_result, single, episode in zip(batched, unanswered, alone, episodes):
         assert batch_result["answer"] is not None and forward_result["answer"] is None
         for layer in layers:
-            assert single["attention"][layer].shape == (episode["n"], episode["n"])
+            assert single["attention"][layer].shape == (1, episode["n"], episode["n"])  # one prompt order
             np.testing.assert_allclose(batch_result["attention"][layer], single["attention"][layer], atol=1e-5)
             np.testing.assert_allclose(forward_result["attention"][layer], single["attention"][layer], atol=1e-5)
+
+
+def test_orders_read_each_prompt_as_alone(smollm2):
+    """Order r of an episode is the episode with its items in that order, read on its own."""
+    model, tokenizer = smollm2
+    episode = {"points": [[1.0], [1.5], [9.0], [8.5]], "k": 2, "n": 4, "seed": 3}
+    (result,) = cluster_episodes(model, tokenizer, [episode], [20], answer=[False], orders=3)
+    assert result["orders"].shape == (3, 4) and result["attention"][20].shape == (3, 4, 4)
+    order = result["orders"][2]
+    shuffled = {**episode, "points": [episode["points"][j] for j in order]}
+    (alone,) = cluster_episodes(model, tokenizer, [shuffled], [20], answer=[False])
+    np.testing.assert_allclose(result["attention"][20][2], alone["attention"][20][0], atol=1e-5)
+    with pytest.raises(ICCError, match="positive integer"):
+        cluster_episodes(model, tokenizer, [episode], [20], answer=[False], orders=0)
+
+
+def test_smollm2_partition_follows_the_order_today_and_not_with_orders_and_baseline():
+    """A well-separated episode and the same points permuted: the paper's affinity (one prompt)
+    gives unrelated partitions; 8 orders and the positional baseline give the true one twice."""
+    rng = np.random.default_rng(0)
+    truth = rng.permutation(np.repeat([0, 1], 6))
+    X = np.array([[-8.0], [8.0]])[truth] + rng.normal(0, 0.5, (12, 1))
+    permutation = rng.permutation(12)
+    back = np.argsort(permutation)
+    clusterer = ICCClusterer(n_clusters=2, method="attention", layer=20, orders=1, position_baseline=False)
+    today = clusterer.fit_predict(X), clusterer.fit_predict(X[permutation])[back]
+    assert adjusted_rand_score(*today) < 0.5
+    clusterer.set_params(orders=8, position_baseline=True)
+    fixed = clusterer.fit_predict(X), clusterer.fit_predict(X[permutation])[back]
+    assert adjusted_rand_score(*fixed) >= 0.9 and adjusted_rand_score(truth, fixed[0]) >= 0.9
+    assert clusterer.attention_.shape == (8, 12, 12) and clusterer.affinity_.shape == (12, 12)
+    with pytest.raises(ICCError, match="orders >= 2"):
+        clusterer.set_params(orders=1).fit(X)
 
 
 def test_generate_left_pads_a_batch_without_changing_greedy_answers(smollm2):

@@ -14,8 +14,8 @@ def row(labels=LABELS) -> dict:
     """A `run_episodes` row whose layer 3 attends within the true clusters and layer 5 across them."""
     same = np.equal.outer(LABELS, LABELS)
     causal = np.tril(np.ones_like(same, dtype=float))
-    return {"labels": labels, "k": 2, "attention_L3": causal * np.where(same, 1.0, 0.01),
-            "attention_L5": causal * np.where(same, 0.01, 1.0)}
+    return {"labels": labels, "k": 2, "attention_orders": [list(range(6))],
+            "attention_L3": [causal * np.where(same, 1.0, 0.01)], "attention_L5": [causal * np.where(same, 0.01, 1.0)]}
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,21 @@ def test_auto_chooses_the_best_layer_on_validation_episodes():
     for predicted in predictions:
         assert predicted["pred_attention"] == predicted["pred_attention_oracle"]
         assert len(set(zip(predicted["pred_attention"], LABELS))) == 2  # the true clusters
+
+
+def test_the_positional_baseline_comes_from_test_and_validation_rows():
+    """Attention dominated by recency (neighbours, which are in different clusters, attend most),
+    times a weak content factor: the paper's affinity follows the neighbours; divided by the
+    baseline of all the rows (the validation ones: recency alone) it finds the clusters."""
+    p, q = np.indices((6, 6))
+    recency = np.tril(np.exp(-2.0 * (p - q)))
+    same = np.equal.outer(LABELS, LABELS)
+    test = {**row(), "attention_L3": [recency * np.where(same, 1.0, 0.7)], "attention_L5": [recency]}
+    validation = [{**row(), "attention_L3": [recency], "attention_L5": [recency]}] * 4
+    _, paper = choose_layer([test], validation, [3, 5], 3, seed=0)
+    _, debiased = choose_layer([test], validation, [3, 5], 3, seed=0, baseline=True)
+    assert paper["oracle_test_ari_by_layer"][3] < 0.5
+    assert debiased["oracle_test_ari_by_layer"][3] == 1.0
 
 
 def test_a_configured_layer_and_no_layers():

@@ -52,9 +52,12 @@ def test_synthetic_run_writes_episodes_with_attention(synthetic_run):
         assert len(row["points"]) == len(row["labels"]) == n
         assert row["parse_status"] in {"ok", "padded", "trimmed", "no_list"} and isinstance(row["answer"], str)
         assert all(len(row[f"pred_{m}"]) == n and 0 <= row[f"acc_{m}"] <= 1 for m in methods)
+        orders = np.array(row["attention_orders"])  # attention.orders=4: the given order, then 3 random ones
+        assert orders.shape == (4, n) and orders[0].tolist() == list(range(n))
+        assert all(sorted(order) == list(range(n)) for order in orders)
         for layer in (3, 20):
             attention = np.array(row[f"attention_L{layer}"])
-            assert attention.shape == (n, n) and np.allclose(np.triu(attention, 1), 0)  # causal: no later items
+            assert attention.shape == (4, n, n) and np.allclose(np.triu(attention, 1), 0)  # causal: no later items
 
 
 def test_synthetic_run_metrics(synthetic_run):
@@ -151,7 +154,8 @@ def test_clusterer_generate_and_attention_on_points(points):
     attention = ICCClusterer(n_clusters=2, method="attention", layer=-27)
     labels = attention.fit_predict(points)
     assert labels.shape == (10,) and set(labels) <= {0, 1}
-    assert attention.layer_ == 3 and attention.attention_.shape == (10, 10)
+    assert attention.layer_ == 3 and attention.attention_.shape == (4, 10, 10)  # 4 prompt orders by default
+    assert attention.item_orders_.shape == (4, 10) and attention.affinity_.shape == (10, 10)
 
 
 def test_clusterer_attention_on_texts_with_a_condition():
@@ -159,7 +163,7 @@ def test_clusterer_attention_on_texts_with_a_condition():
     clusterer = ICCClusterer(n_clusters=2, method="attention", condition="by topic")
     labels = clusterer.fit_predict(texts)
     assert labels.shape == (6,) and set(labels) <= {0, 1}
-    assert clusterer.attention_.shape == (6, 6)
+    assert clusterer.attention_.shape == (4, 6, 6)
 
 
 def test_clusterer_clones_and_reloads_its_model_when_a_load_setting_changes(points):

@@ -4,6 +4,12 @@ attention the model pays between them, instead of reading its answer.
 Pipeline: `capture_item_attention` (item-level attention of chosen layers, heads averaged, read
 during the pass that answers the prompt; items located by `char_spans_to_token_spans` and
 `item_membership`, reduced by `item_attention`) -> `affinity_from_attention` -> `spectral_labels`.
+
+Item attention follows prompt position (items near each other, or near the end, attend more),
+so the paper's affinity clusters positions. Two corrections take position out: the same items in
+R orders (`item_orders`), and a positional baseline (`position_baseline`: the mean attention between
+positions p and q over many shuffled prompts); `order_affinity` divides by the one and averages
+over the other.
 """
 
 from collections.abc import Iterator, Sequence
@@ -135,6 +141,55 @@ def affinity_from_attention(attention: np.ndarray) -> np.ndarray:
     scaled = normalised * np.count_nonzero(attention, axis=1)[:, None]
     lower = np.tril(scaled)
     return lower + np.tril(scaled, k=-1).T
+
+
+def item_orders(n: int, orders: int, seed) -> np.ndarray:
+    """(orders, n) int64: row r lists the items 0..n-1 in the order prompt r shows them. Row 0 is
+    the given order (so orders=1 is the paper's single prompt); the others are random permutations
+    drawn from `seed` (anything `np.random.default_rng` takes)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.arange(n)] + [rng.permutation(n) for _ in range(orders - 1)])
+
+
+def position_baseline(attention: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, N) float64 expected item attention between prompt positions: entry [p, q] is the mean
+    of A[p, q] over every matrix that has positions p and q.
+
+    attention: item-level matrices (R, n, n) indexed by prompt position, R and n varying,
+        N the largest n. Over prompts whose items are shuffled, content averages out and what is
+        left is the attention that position alone draws. Under the causal mask, position p's
+        attention depends only on what comes before it, so prompts of different n pool.
+    """
+    matrices = [m for a in attention for m in np.asarray(a, dtype=np.float64)]
+    size = max(len(m) for m in matrices)
+    sums, counts = np.zeros((size, size)), np.zeros((size, size))
+    for m in matrices:
+        sums[: len(m), : len(m)] += m
+        counts[: len(m), : len(m)] += 1
+    return sums / counts.clip(min=1)
+
+
+def order_affinity(attention: np.ndarray, orders: np.ndarray, baseline: np.ndarray | None = None) -> np.ndarray:
+    """Symmetric item affinity (n, n), indexed by item, averaged over R prompt orders.
+
+    attention: (R, n, n) item-level attention of the R prompts, indexed by prompt position.
+    orders: (R, n) the item at each position of each prompt (`item_orders`).
+    baseline: None, or (N >= n, N) expected attention by position (`position_baseline`); each
+        matrix is divided by its top-left (n, n) block element-wise (0 where the baseline is 0),
+        so that an entry says how much more item i attends to item j than its position would.
+    Each (divided) matrix becomes an affinity as in the paper (`affinity_from_attention`: row
+    normalisation, causal-mask correction, symmetrisation, all defined by position), which is then
+    mapped back to item ids, and the R affinities are averaged.
+    """
+    attention = np.asarray(attention, dtype=np.float64)
+    n = attention.shape[-1]
+    if baseline is not None:
+        block = np.asarray(baseline, dtype=np.float64)[:n, :n]
+        attention = np.divide(attention, block, out=np.zeros_like(attention), where=block > 0)
+    affinity = np.zeros((n, n))
+    for matrix, order in zip(attention, orders):
+        affinity[np.ix_(order, order)] += affinity_from_attention(matrix)
+    return affinity / len(attention)
 
 
 def spectral_labels(affinity: np.ndarray, k: int, seed: int) -> np.ndarray:

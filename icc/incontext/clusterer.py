@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 
 from icc.cluster.base import check_k
 from icc.errors import ICCError
-from icc.incontext.attention import affinity_from_attention, spectral_labels
+from icc.incontext.attention import order_affinity, position_baseline, spectral_labels
 from icc.incontext.layers import check_layers
 from icc.incontext.runner import cluster_episodes
 from icc.models.hub import SMOLLM2
@@ -26,18 +26,24 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
     method: "generate" (the model's answer, parsed; items it gives no label get -1) or "attention"
         (spectral clustering of the item-level attention of decoder layer `layer`).
     layer: the decoder layer for "attention" (negative: counted from the last); None: the middle one.
+    orders: for "attention", prompts read: the items as given, then in orders - 1 random orders
+        (forward passes only, drawn from random_state); the affinity is their mean by item.
+    position_baseline: for "attention", divide the attention by its mean between prompt positions
+        over those prompts (`position_baseline`) before the paper's normalisation; needs orders >= 2.
     constrained: "generate" answers can only be a labelling `[0, 1, 0, ...]` of the n items into
         n_clusters clusters (`icc.incontext.constrained`); False: the model's free-form answer.
     max_new_tokens, new_tokens_per_item: bounds on a free-form answer (see `cluster_episodes`).
     condition: for texts, what to cluster by, e.g. "by sentiment" (goes into the prompt).
     max_items: larger data sets are refused (prompts grow with n; the method is meant for <= 50).
-    random_state: spectral clustering's seed (an int, a RandomState or None); generation is greedy.
+    random_state: the seed (an int) of the prompt orders and of spectral clustering; generation is greedy.
     dtype, device, trust_remote_code, allow_pickle, adapter, attn_implementation, num_threads: how
         the model is loaded (see `icc.models.llm.load_causal_lm`).
 
     After `fit(X)`: `labels_` (n,) int64; for "generate" also `answer_` (the model's text) and
     `parse_status_` ("ok", "padded", "trimmed" or "no_list"); for "attention" `layer_` (the layer
-    read) and `attention_` (n, n) float32, the item-level attention (lower-triangular: causal).
+    read), `item_orders_` (orders, n), the item at each position of each prompt, `attention_`
+    (orders, n, n) float32, the item-level attention of each prompt by position (lower-triangular:
+    causal), and `affinity_` (n, n), the item affinity that spectral clustering read.
     `model_` and `tokenizer_` are the loaded model, kept for later fits while `model` and the load
     settings stay as they are, and loaded again when one of them changes (`set_params`).
     """
@@ -48,6 +54,8 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
         model: str = SMOLLM2,
         method: str = "generate",
         layer: int | None = None,
+        orders: int = 4,
+        position_baseline: bool = True,
         constrained: bool = True,
         max_new_tokens: int = 250,
         new_tokens_per_item: int | None = None,
@@ -66,6 +74,8 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
         self.model = model
         self.method = method
         self.layer = layer
+        self.orders = orders
+        self.position_baseline = position_baseline
         self.constrained = constrained
         self.max_new_tokens = max_new_tokens
         self.new_tokens_per_item = new_tokens_per_item
@@ -89,9 +99,16 @@ class ICCClusterer(ClusterMixin, BaseEstimator):
         if self.method == "attention":
             count = self.model_.config.get_text_config().num_hidden_layers
             self.layer_ = count // 2 if self.layer is None else check_layers([self.layer], count)[0]
-            (result,) = cluster_episodes(self.model_, self.tokenizer_, [episode], [self.layer_], answer=[False])
-            self.attention_ = result["attention"][self.layer_]
-            self.labels_ = spectral_labels(affinity_from_attention(self.attention_), episode["k"], self.random_state)
+            if self.position_baseline and self.orders < 2:
+                raise ICCError("position_baseline needs orders >= 2: one prompt is its own baseline")
+            (result,) = cluster_episodes(
+                self.model_, self.tokenizer_, [episode], [self.layer_], answer=[False], orders=self.orders,
+                seed=self.random_state,
+            )
+            self.attention_, self.item_orders_ = result["attention"][self.layer_], result["orders"]
+            baseline = position_baseline([self.attention_]) if self.position_baseline else None
+            self.affinity_ = order_affinity(self.attention_, self.item_orders_, baseline)
+            self.labels_ = spectral_labels(self.affinity_, episode["k"], self.random_state)
         else:
             (result,) = cluster_episodes(
                 self.model_, self.tokenizer_, [episode], (), self.max_new_tokens, self.new_tokens_per_item,

@@ -2,15 +2,17 @@
 
 `check_layers` names the layers whose item attention is read; `check_layer_choice` says, before
 any episode runs, whether validation episodes will choose among them (`attention.layer: auto`);
-`choose_layer` then labels every episode by spectral clustering at each layer and picks the layer
-(the configured one, or the best mean ARI on the validation episodes), and reports the oracle
-layer (the best on the test episodes themselves: an upper bound on any choice).
+`choose_layer` then labels every episode by spectral clustering at each layer (of its item
+affinity over its prompt orders, divided by the positional baseline of the run's episodes when
+asked: `order_affinity`) and picks the layer (the configured one, or the best mean ARI on the
+validation episodes), and reports the oracle layer (the best on the test episodes themselves: an
+upper bound on any choice).
 """
 
 import numpy as np
 
 from icc.errors import ICCError
-from icc.incontext.attention import affinity_from_attention, spectral_labels
+from icc.incontext.attention import order_affinity, position_baseline, spectral_labels
 from icc.incontext.runner import attention_column
 from icc.incontext.scoring import mean_by_layer
 
@@ -44,19 +46,28 @@ def check_layer_choice(layers: list[int], layer, validation_seed: int, seed: int
     return auto
 
 
-def choose_layer(test: list[dict], validation: list[dict], layers: list[int], layer, seed: int) -> tuple[list[dict], dict]:
+def choose_layer(
+    test: list[dict], validation: list[dict], layers: list[int], layer, seed: int, baseline: bool = False
+) -> tuple[list[dict], dict]:
     """The attention method's labels for the test episodes, from the chosen layer and the oracle one.
 
-    test, validation: `run_episodes` rows (`labels`, `k` and an `attention_L<layer>` (n, n) matrix
-        per layer of `layers`); `layer`: "auto" (the best mean ARI on `validation`) or one of `layers`.
+    test, validation: `run_episodes` rows (`labels`, `k`, `attention_orders` (R, n) and an
+        `attention_L<layer>` (R, n, n) per layer of `layers`); `layer`: "auto" (the best mean ARI
+        on `validation`) or one of `layers`.
     seed: spectral clustering's.
+    baseline: divide each layer's attention by its `position_baseline` over all the rows, test and
+        validation (their attention only: no labels).
     Returns per test row {"pred_attention", "pred_attention_oracle"}: n labels each ({} without
     layers), and the `attention` entry of metrics.json: `layers`, `layer`, `layer_chosen_by`,
     `validation_ari_by_layer`, `oracle_layer` and `oracle_test_ari_by_layer` ({layer: mean ARI}).
     """
     auto = bool(layers) and layer == "auto"
-    test_labels = _labels_by_layer(test, layers, seed)
-    validation_ari = mean_by_layer([r["labels"] for r in validation], _labels_by_layer(validation, layers, seed))
+    baselines = {
+        layer: position_baseline([r[attention_column(layer)] for r in test + validation]) if baseline else None
+        for layer in layers
+    }
+    test_labels = _labels_by_layer(test, baselines, seed)
+    validation_ari = mean_by_layer([r["labels"] for r in validation], _labels_by_layer(validation, baselines, seed))
     test_ari = mean_by_layer([r["labels"] for r in test], test_labels)
     if auto and not validation_ari:
         raise ICCError("attention.layer=auto needs validation episodes with labels")
@@ -79,11 +90,14 @@ def choose_layer(test: list[dict], validation: list[dict], layers: list[int], la
     return predictions, summary
 
 
-def _labels_by_layer(rows: list[dict], layers: list[int], seed: int) -> dict[int, list[np.ndarray]]:
-    """{layer: labels (n,) per row} by spectral clustering of each row's item attention at that layer."""
+def _labels_by_layer(rows: list[dict], baselines: dict, seed: int) -> dict[int, list[np.ndarray]]:
+    """{layer: labels (n,) per row} by spectral clustering of each row's item affinity at that
+    layer; `baselines`: {layer: its positional baseline, or None}."""
     return {
         layer: [
-            spectral_labels(affinity_from_attention(np.asarray(r[attention_column(layer)])), r["k"], seed) for r in rows
+            spectral_labels(order_affinity(r[attention_column(layer)], np.asarray(r["attention_orders"]), base),
+                            r["k"], seed)
+            for r in rows
         ]
-        for layer in layers
+        for layer, base in baselines.items()
     }

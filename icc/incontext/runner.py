@@ -13,7 +13,7 @@ import pyarrow as pa
 import torch
 
 from icc.errors import ICCError
-from icc.incontext.attention import capture_item_attention, char_spans_to_token_spans, item_membership
+from icc.incontext.attention import capture_item_attention, char_spans_to_token_spans, item_membership, item_orders
 from icc.incontext.constrained import LabellingProcessor, answer_length
 from icc.incontext.prompt import chat_messages, numeric_prompt, parse_labels, text_prompt
 from icc.models.hub import resolve_model
@@ -22,7 +22,8 @@ from icc.ray_runtime import actor_pool
 
 # Tokens a free-form answer needs besides its n labels: brackets, a few words before the list, end of turn.
 _ANSWER_OVERHEAD_TOKENS = 10
-ATTENTION_TYPE = pa.list_(pa.list_(pa.float32()))  # an (n, n) item-level attention matrix
+ATTENTION_TYPE = pa.list_(pa.list_(pa.list_(pa.float32())))  # (R, n, n) item attention, one matrix per prompt order
+ORDERS_TYPE = pa.list_(pa.list_(pa.int64()))  # (R, n) the item at each position of each prompt
 
 
 def num_layers(model: str, trust_remote_code: bool = False) -> int:
@@ -56,6 +57,8 @@ def cluster_episodes(
     new_tokens_per_item: int | None = None,
     constrained: bool = True,
     answer: Sequence[bool] | None = None,
+    orders: int = 1,
+    seed: int = 0,
 ) -> list[dict]:
     """Generated labels and item attention for each episode (see `render_episode` for its keys).
 
@@ -66,43 +69,77 @@ def cluster_episodes(
     constrained: each answer can only be a labelling `[0, 1, 0, ...]` of its n items into k clusters
         (`icc.incontext.constrained`), with exactly the tokens the longest one needs; False: free form.
     answer: which episodes get a generated answer (None: all); the others only attention.
+    orders: with layers, prompts read per episode: the given order of its items, then orders - 1
+        random ones (`item_orders`, drawn from `seed` and the episode's `seed`), each a forward
+        pass only; the answer comes from the given order.
     Returns per episode {"answer": str, "labels": n ints (-1: missing), "parse_status": str}
-    (None each when not answered) and {"attention": {layer: (n, n) float32}}, A[i, j] the mean
-    head-averaged attention of item i's tokens to item j's (see `item_attention`).
+    (None each when not answered), {"orders": (R, n) int64}, the items at each position of the R
+    prompts, and {"attention": {layer: (R, n, n) float32}}, A[r, p, q] the mean head-averaged
+    attention of the tokens at item position p of prompt r to those at position q (see
+    `item_attention`): indexed by position, as `order_affinity` and `position_baseline` read it.
     """
+    if not isinstance(orders, int) or orders < 1:
+        raise ICCError(f"attention orders must be a positive integer, got {orders!r}")
     answer = [True] * len(episodes) if answer is None else list(answer)
-    results = [{"answer": None, "labels": None, "parse_status": None, "attention": {}} for _ in episodes]
-    for asked in (True, False):
-        group = [i for i, a in enumerate(answer) if a == asked]
-        if not group or not (asked or layers):
-            continue
-        rendered = [render_episode(tokenizer, episodes[i]) for i in group]
-        prompts = [prompt for prompt, _ in rendered]
-        batch = tokenizer(prompts, padding=True, add_special_tokens=False, return_offsets_mapping=True)
-        length = len(batch["input_ids"][0])
-        n_max = max(episodes[i]["n"] for i in group)
-        membership = np.zeros((len(group), n_max, length), dtype=np.float32)
-        for row, (offsets, (_, spans)) in enumerate(zip(batch["offset_mapping"], rendered)):
-            membership[row, : len(spans)] = item_membership(char_spans_to_token_spans(offsets, spans), length)
-        with capture_item_attention(model, layers, torch.from_numpy(membership)) as attention:
-            if asked:
-                sizes = [(episodes[i]["n"], episodes[i]["k"]) for i in group]
-                budget, processor = max_new_tokens, None
-                if constrained:
-                    budget = max(answer_length(n, k) for n, k in sizes)
-                    processor = LabellingProcessor(tokenizer, sizes, model.generation_config.eos_token_id)
-                elif new_tokens_per_item is not None:
-                    budget = min(max_new_tokens, new_tokens_per_item * n_max + _ANSWER_OVERHEAD_TOKENS)
-                replies = generate(model, tokenizer, prompts, budget, processor)
-            else:
-                prefill(model, batch["input_ids"], batch["attention_mask"])
-        for row, i in enumerate(group):
-            n = episodes[i]["n"]
-            if asked:
-                labels, status = parse_labels(replies[row], n)
-                results[i].update(answer=replies[row], labels=labels, parse_status=status)
-            results[i]["attention"] = {layer: attention[layer][row, :n, :n] for layer in layers}
+    count = orders if layers else 1
+    results = [
+        {"answer": None, "labels": None, "parse_status": None, "attention": {},
+         "orders": item_orders(e["n"], count, (seed, e.get("seed") or 0))}
+        for e in episodes
+    ]
+    options = {"max_new_tokens": max_new_tokens, "new_tokens_per_item": new_tokens_per_item, "constrained": constrained}
+    read = {i: {layer: [] for layer in layers} for i in range(len(episodes))}
+    for r in range(count):
+        for asked in (True, False):
+            group = [i for i, a in enumerate(answer) if (a and r == 0) == asked]
+            if not group or not (asked or layers):
+                continue
+            prompts = [_reordered(episodes[i], results[i]["orders"][r]) for i in group]
+            replies, attention = _read_prompts(model, tokenizer, prompts, layers, options if asked else None)
+            for row, i in enumerate(group):
+                n = episodes[i]["n"]
+                if asked:
+                    labels, status = parse_labels(replies[row], n)
+                    results[i].update(answer=replies[row], labels=labels, parse_status=status)
+                for layer in layers:
+                    read[i][layer].append(attention[layer][row, :n, :n])
+    for i, result in enumerate(results):
+        result["attention"] = {layer: np.stack(matrices) for layer, matrices in read[i].items()}
     return results
+
+
+def _reordered(episode: dict, order: np.ndarray) -> dict:
+    """The episode with its items (points or texts) in `order`."""
+    key = "texts" if episode.get("texts") is not None else "points"
+    return {**episode, key: [episode[key][j] for j in order]}
+
+
+def _read_prompts(model, tokenizer, episodes: list[dict], layers: Sequence[int], options: dict | None):
+    """One batch: the episodes' prompts answered by `generate` (options: those of `cluster_episodes`)
+    or, with options None, only run forward. Returns (the replies or None, {layer: (B, n_max,
+    n_max) item attention}, read in the prefill)."""
+    rendered = [render_episode(tokenizer, episode) for episode in episodes]
+    prompts = [prompt for prompt, _ in rendered]
+    batch = tokenizer(prompts, padding=True, add_special_tokens=False, return_offsets_mapping=True)
+    length = len(batch["input_ids"][0])
+    n_max = max(episode["n"] for episode in episodes)
+    membership = np.zeros((len(episodes), n_max, length), dtype=np.float32)
+    for row, (offsets, (_, spans)) in enumerate(zip(batch["offset_mapping"], rendered)):
+        membership[row, : len(spans)] = item_membership(char_spans_to_token_spans(offsets, spans), length)
+    replies = None
+    with capture_item_attention(model, layers, torch.from_numpy(membership)) as attention:
+        if options is None:
+            prefill(model, batch["input_ids"], batch["attention_mask"])
+        else:
+            sizes = [(episode["n"], episode["k"]) for episode in episodes]
+            budget, processor = options["max_new_tokens"], None
+            if options["constrained"]:
+                budget = max(answer_length(n, k) for n, k in sizes)
+                processor = LabellingProcessor(tokenizer, sizes, model.generation_config.eos_token_id)
+            elif options["new_tokens_per_item"] is not None:
+                budget = min(budget, options["new_tokens_per_item"] * n_max + _ANSWER_OVERHEAD_TOKENS)
+            replies = generate(model, tokenizer, prompts, budget, processor)
+    return replies, attention
 
 
 def attention_column(layer: int) -> str:
@@ -111,8 +148,9 @@ def attention_column(layer: int) -> str:
 
 class EpisodeRunner:
     """Ray Data actor: one causal LM; a batch (pyarrow, episodes in `episodes.SCHEMA`) gains
-    `answer`, `pred_generate`, `parse_status` (null for validation episodes, which get no answer)
-    and `attention_L<layer>` (n x n lists) per layer. Rows out equal rows in, in order.
+    `answer`, `pred_generate`, `parse_status` (null for validation episodes, which get no answer),
+    `attention_orders` (R x n) and `attention_L<layer>` (R x n x n lists) per layer, read from R
+    prompt orders (`cluster_episodes`). Rows out equal rows in, in order.
 
     Other keyword arguments go to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
     """
@@ -124,6 +162,8 @@ class EpisodeRunner:
         max_new_tokens: int = 250,
         new_tokens_per_item: int | None = None,
         constrained: bool = True,
+        orders: int = 1,
+        seed: int = 0,
         **load_options,
     ):
         self.model, self.tokenizer = load_causal_lm(model, **load_options)
@@ -131,23 +171,28 @@ class EpisodeRunner:
         self.max_new_tokens = max_new_tokens
         self.new_tokens_per_item = new_tokens_per_item
         self.constrained = constrained
+        self.orders = orders
+        self.seed = seed
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         episodes = batch.to_pylist()
         results = cluster_episodes(
             self.model, self.tokenizer, episodes, self.layers, self.max_new_tokens, self.new_tokens_per_item,
-            self.constrained, answer=[e["split"] == "test" for e in episodes],
+            self.constrained, answer=[e["split"] == "test" for e in episodes], orders=self.orders, seed=self.seed,
         )
         batch = batch.append_column("answer", pa.array([r["answer"] for r in results], pa.string()))
         batch = batch.append_column("pred_generate", pa.array([r["labels"] for r in results], pa.list_(pa.int64())))
         batch = batch.append_column("parse_status", pa.array([r["parse_status"] for r in results], pa.string()))
+        batch = batch.append_column("attention_orders", pa.array([r["orders"].tolist() for r in results], ORDERS_TYPE))
         for layer in self.layers:
             values = [r["attention"][layer].tolist() for r in results]
             batch = batch.append_column(attention_column(layer), pa.array(values, ATTENTION_TYPE))
         return batch
 
 
-def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers: Sequence[int] = ()) -> list[dict]:
+def run_episodes(
+    table: pa.Table, load: dict, generate: dict, pool: dict, layers: Sequence[int] = (), orders: int = 1, seed: int = 0
+) -> list[dict]:
     """Run `EpisodeRunner` over a table of episodes (`episodes.SCHEMA`) on a Ray Data pool of actors,
     one model each. Returns the output rows in `episode` order.
 
@@ -158,7 +203,8 @@ def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers
         `episodes_per_batch`.
     pool: `actors`, `num_gpus`, `cpus_per_actor` (see `icc.ray_runtime.actor_pool`) and `num_threads`
         (torch CPU threads per actor).
-    layers: decoder layers whose item attention each row gets.
+    layers: decoder layers whose item attention each row gets, read from `orders` prompt orders
+        (drawn from `seed`; see `cluster_episodes`).
 
     Episodes are sorted by size (d, then n) so that each `generate` call of `episodes_per_batch`
     episodes pads little, and each such batch is a block of its own: blocks spread over the actors,
@@ -182,7 +228,7 @@ def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers
     runner = {
         **load, "num_threads": num_threads, "layers": list(layers),
         "max_new_tokens": generate["max_new_tokens"], "new_tokens_per_item": generate["new_tokens_per_item"],
-        "constrained": generate["constrained"],
+        "constrained": generate["constrained"], "orders": orders, "seed": seed,
     }
     ds = ray.data.from_arrow(blocks).map_batches(
         EpisodeRunner,
@@ -196,7 +242,7 @@ def run_episodes(table: pa.Table, load: dict, generate: dict, pool: dict, layers
 
 def results_table(rows: list[dict], layers: Sequence[int]) -> pa.Table:
     """Scored test rows as episodes.parquet holds them: without `split`, the attention matrices
-    (`attention_L<layer>`, float32) last."""
+    (`attention_L<layer>`, (R, n, n) float32) last."""
     matrices = [attention_column(layer) for layer in layers]
     table = pa.Table.from_pylist(rows).drop_columns("split")
     table = table.select([name for name in table.column_names if name not in matrices] + matrices)
