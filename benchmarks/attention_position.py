@@ -148,9 +148,9 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Attention spectral clustering without prompt position ({report['model']}, CPU)",
         "",
-        f"`python benchmarks/attention_position.py` (layers {report['layers']}, up to {report['orders']} prompt "
-        "orders). Each attention setting picks its layer by mean ARI on the validation episodes (seed 1); "
-        "scores are means over the test episodes (seed 0). R=1 baseline=off is the paper's method (before).",
+        (f"`python benchmarks/attention_position.py` (layers {report['layers']}, up to {report['orders']} prompt "
+         "orders). Each attention setting picks its layer by mean ARI on the validation episodes (seed 1); "
+         "scores are means over the test episodes (seed 0). R=1 baseline=off is the paper's method (before)."),
         "",
         "| set | episodes | method | layer | validation ARI | test acc | test ARI |",
         "|---|---|---|---|---|---|---|",
