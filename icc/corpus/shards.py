@@ -11,11 +11,11 @@ the rows of the shards before it. The driver holds one batch at a time and a few
 (`Shards`), kept in `embed.json`: rewritten after each shard is closed (`complete: false`, the
 shards listed are whole) and last with `complete: true`, which marks the stage complete. With a
 `key` (what the shards were made from, see `icc.corpus.embed_stage`), a re-run after a crash
-continues after the shards listed (`resume_shards`). File names: `icc.corpus.rundir`.
+continues after the shards listed (`resume_shards`). File names, and which files icc may delete
+(those it recorded as its own, `icc.corpus.rundir.renew`): `icc.corpus.rundir`.
 """
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from icc.corpus.rundir import EMBED_MANIFEST, EMBEDDINGS, TEXTS, part_name
+from icc.corpus.rundir import EMBED_MANIFEST, EMBEDDINGS, TEXTS, part_name, renew
 from icc.data.parquet import vector_array, vector_matrix
 from icc.errors import ICCError
 from icc.files import write_json
@@ -82,11 +82,15 @@ class Shards:
     @classmethod
     def load(cls, out_dir, partial: bool = False) -> "Shards | None":
         """The manifest of a completed embed stage in `out_dir` (or of a cut-off one, with
-        `partial`), or None if there is none."""
+        `partial`), or None if there is none; ICCError if it is torn or corrupt."""
         path = Path(out_dir) / EMBED_MANIFEST
         if not path.is_file():
             return None
-        shards = cls(dir=Path(out_dir), **json.loads(path.read_text()))
+        try:
+            shards = cls(dir=Path(out_dir), **json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ICCError(f"{path} is corrupt ({str(e).splitlines()[0]}): re-run with output.overwrite=true "
+                           f"(icc cluster) to embed afresh, or remove {out_dir}") from None
         return shards if shards.complete or partial else None
 
 
@@ -123,12 +127,12 @@ def combine_shards(parts: list[Shards]) -> CombinedShards:
 def resume_shards(out_dir, key: str) -> Shards:
     """What an embed stage with `key` left in `out_dir`: all its shards (`complete`), the whole
     shards of a run cut off (`complete` False; later part files are deleted), or, when the key
-    differs, a shard is missing or there is no manifest, an empty Shards (every output deleted)."""
+    differs, a shard is missing or there is no manifest, an empty Shards (the outputs icc wrote
+    deleted; ICCError, deleting nothing, where `out_dir` holds them but icc did not write them)."""
     out_dir = Path(out_dir)
     shards = Shards.load(out_dir, partial=True)
     if shards is None or not key or shards.key != key or not _whole(shards):
-        for name in (TEXTS, EMBEDDINGS, EMBED_MANIFEST):
-            remove_output(out_dir / name)
+        renew(out_dir, TEXTS, EMBEDDINGS, EMBED_MANIFEST)
         return Shards(dir=out_dir, key=key, complete=False)
     for name in (TEXTS, EMBEDDINGS):
         for file in sorted((out_dir / name).glob("part-*.parquet"))[len(shards.rows):]:
@@ -185,8 +189,7 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
         shards = out
     else:
         shards = Shards(dir=Path(out))
-        for name in (TEXTS, EMBEDDINGS, EMBED_MANIFEST):
-            remove_output(shards.dir / name)
+        renew(shards.dir, TEXTS, EMBEDDINGS, EMBED_MANIFEST)
     (shards.dir / TEXTS).mkdir(parents=True, exist_ok=True)
     (shards.dir / EMBEDDINGS).mkdir(exist_ok=True)
     shards.complete = False
@@ -218,14 +221,6 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def remove_output(path: Path) -> None:
-    """Delete an output of an earlier run: a directory of shards or a single file."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def sample_mask(n: int, fraction: float, seed: int, shard: int) -> np.ndarray:
