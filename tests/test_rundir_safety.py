@@ -1,7 +1,7 @@
 """The run directory of `icc cluster` (`icc.corpus.rundir`): icc deletes only what it wrote, refuses
 an output.dir that holds the input, files of others, a run with other settings or another run in
-progress (one line, exit 2, before any work), marks a complete run with `_SUCCESS`, and says what
-to do when embed.json is torn."""
+progress (one line, exit 2, before any work), marks a complete run with `_SUCCESS`, and rebuilds a
+torn embed.json from the shards."""
 
 import json
 import shutil
@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import BIN, ROOT, TEXT, run_icc
 
-from icc.corpus.rundir import LOCK_HOLDER, SUCCESS, load_run
+from icc.corpus.rundir import LOCK_HOLDER, MANIFEST, SUCCESS, load_run
+from icc.corpus.shards import resume_shards
+from icc.errors import ICCError
 
 ROWS = 60
 
@@ -99,12 +101,33 @@ def test_rerun_with_other_settings_is_refused_until_overwrite(ray_address, news,
     assert contents(run / "embeddings.parquet") != kept and (run / SUCCESS).exists()
 
 
-def test_torn_embed_json_is_one_line_with_a_way_out(ray_address, news, finished, tmp_path):
+def test_torn_embed_json_is_rebuilt_from_the_shards(ray_address, news, finished, tmp_path):
     run = copy_of(finished, tmp_path)
     manifest = (run / "embed.json").read_text()
     (run / "embed.json").write_text(manifest[: len(manifest) // 2])
     result = run_icc(*command(ray_address, news / "news.csv", run))
-    assert_refused(result, "embed.json is corrupt", "output.overwrite=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["rows_embedded_this_run"] == 0
+    rebuilt, original = json.loads((run / "embed.json").read_text()), json.loads(manifest)
+    assert rebuilt == original and (run / SUCCESS).exists()
+
+
+def test_torn_embed_json_no_manifest_vouches_for_is_one_line(finished, tmp_path):
+    """Where the directory's manifest records no settings (an incremental partition), nothing says
+    what made the shards: one line with a way out, and nothing deleted."""
+    run = copy_of(finished, tmp_path)
+    (run / "embed.json").write_text("{\"rows\": [6")
+    (run / MANIFEST).write_text(json.dumps({"entries": json.loads((run / MANIFEST).read_text())["entries"]}))
+    with pytest.raises(ICCError, match=r"embed.json is corrupt .*output.overwrite=true or remove"):
+        resume_shards(run, "any key")
+    assert load_run(run).vectors.shape == (ROWS, 384)
+
+
+def test_library_never_deletes_what_icc_did_not_write(tmp_path):
+    (tmp_path / "texts.parquet").write_bytes(b"the input")
+    with pytest.raises(ICCError, match="texts.parquet, which icc did not write"):
+        resume_shards(tmp_path, "a key")
+    assert (tmp_path / "texts.parquet").read_bytes() == b"the input"
 
 
 def test_second_run_on_an_output_dir_refuses_at_once_and_a_killed_runs_lock_is_taken_over(
