@@ -52,7 +52,8 @@ MANIFEST = "_icc_manifest.json"
 LOCK, LOCK_HOLDER = ".icc.lock", ".icc.lock.holder"
 HYDRA_LOG = "cluster.log"  # Hydra's log (and its hidden .hydra/), written before the run starts
 COMPLETE_RUN = (RUN_RECORD, METRICS, ASSIGNMENTS, EMBEDDINGS, TEXTS, CLUSTERS, SUCCESS)
-RUN_ENTRIES = (TEXTS, EMBEDDINGS, EMBED_MANIFEST, ASSIGNMENTS, CLUSTERS, METRICS, RUN_RECORD, REPORT, SUCCESS)
+RUN_ENTRIES = (TEXTS, EMBEDDINGS, EMBED_MANIFEST, ASSIGNMENTS, CLUSTERS, METRICS, RUN_RECORD, REPORT, SEARCH_REPORT,
+               SUCCESS)  # what icc cluster (and icc search) may write in a run directory
 NOISE = "noise"  # the reason of an embedded row in no cluster
 
 
