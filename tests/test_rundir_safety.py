@@ -101,6 +101,13 @@ def test_rerun_with_other_settings_is_refused_until_overwrite(ray_address, news,
     assert contents(run / "embeddings.parquet") != kept and (run / SUCCESS).exists()
 
 
+def test_a_run_without_success_is_not_read_as_complete(finished, tmp_path):
+    run = copy_of(finished, tmp_path)
+    (run / SUCCESS).unlink()
+    with pytest.raises(ICCError, match="not a complete icc cluster run: missing _SUCCESS"):
+        load_run(run)
+
+
 def test_torn_embed_json_is_rebuilt_from_the_shards(ray_address, news, finished, tmp_path):
     run = copy_of(finished, tmp_path)
     manifest = (run / "embed.json").read_text()
