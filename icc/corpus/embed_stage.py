@@ -4,7 +4,8 @@ The key hashes the input's fingerprint (the names and bytes of its files,
 `icc.data.fingerprint.file_fingerprint`), the columns read and the embedder config. A run whose output
 directory holds a complete stage with the same key skips it; one that finds the whole shards of a
 run cut off (killed) with the same key embeds only the input rows after them
-(`icc.corpus.shards.resume_shards`); a different key (other data, another embedder) starts afresh.
+(`icc.corpus.shards.resume_shards`); a different key (other data, another embedder) starts afresh,
+which `icc cluster` refuses before any work unless output.overwrite (`icc.corpus.rundir.open_run`).
 """
 
 from pathlib import Path
@@ -19,11 +20,19 @@ from icc.ray_runtime import actor_pool
 TOKENIZE = ("auto", "stage", "actor")  # where texts are tokenised: see `embed_dataset`
 
 
+def embed_settings(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> dict:
+    """What the embed stage's outputs are made from, by config name: the files under `path`
+    ("data.path files", their `fingerprint`), `columns` {text_column, id_column, label_column} as
+    data.<column> and the `embedder` load settings as embedder.<setting>, which shape the vectors
+    (not the pool's: a re-run with more actors continues the same stage)."""
+    return {"data.path files": fingerprint or file_fingerprint(path),
+            **{f"data.{name}": value for name, value in columns.items()},
+            **{f"embedder.{name}": value for name, value in embedder.items()}}
+
+
 def embed_key(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> str:
-    """Key of the embed stage: the files under `path` (their `fingerprint`), `columns`
-    {text_column, id_column, label_column} and the `embedder` load settings, which shape the
-    vectors (not the pool's: a re-run with more actors continues the same stage)."""
-    return cache_key(data=fingerprint or file_fingerprint(path), columns=columns, embedder=embedder)
+    """Key of the embed stage: a hash of its `embed_settings`."""
+    return cache_key(**embed_settings(path, columns, embedder, fingerprint))
 
 
 def embed_corpus(path: str, columns: dict, embedder: dict, pool: dict, out_dir, shard_rows: int,
