@@ -1,8 +1,9 @@
 """The one exception type for bad input or configuration, and how a pipeline reports it: one line
 on stderr (`icc: error: ...`) and exit code 2, without a traceback (also for a config value
-marked ??? that was not given)."""
+marked ??? that was not given, and for a command-line override Hydra cannot apply)."""
 
 import contextlib
+import difflib
 import sys
 
 
@@ -12,8 +13,9 @@ class ICCError(ValueError):
 
 @contextlib.contextmanager
 def user_errors():
-    """Turn ICCError (raised here or inside a Ray task or actor) and a failure of a Ray Data read
-    task (a file that cannot be parsed) into one line on stderr and exit code 2, without a traceback."""
+    """Turn ICCError (raised here or inside a Ray task or actor), a failure of a Ray Data read task
+    (a file that cannot be parsed) and a bad command-line override into one line on stderr and exit
+    code 2, without a traceback."""
     try:
         yield
     except Exception as e:
@@ -27,16 +29,39 @@ def user_errors():
 def _user_error_message(error: Exception) -> str | None:
     if isinstance(error, ICCError):  # a RayTaskError wrapping an ICCError is an ICCError too
         return root_message(error)
+    from hydra.errors import CompactHydraException
     from omegaconf.errors import MissingMandatoryValue
 
     if isinstance(error, MissingMandatoryValue):  # a config value written as ??? was not given
         return f"give {error.full_key}=<value>: it has no default"
+    if isinstance(error, CompactHydraException):  # an override Hydra cannot parse or apply
+        return _override_message(error)
     from ray.exceptions import RayTaskError
 
     # The first line names the task's process after Ray Data's operators: "ray::ReadCSV->MapBatches(...)".
     if isinstance(error, RayTaskError) and "ray::Read" in str(error).lstrip().split("\n", 1)[0]:
         return f"cannot read the input data: {root_message(error)}"
     return None
+
+
+def _override_message(error) -> str:
+    """One line for a Hydra composition error; for an unknown key or config option, the closest valid ones."""
+    from hydra.errors import MissingConfigException
+    from omegaconf import DictConfig
+
+    cause = error.__cause__
+    if isinstance(getattr(cause, "parent_node", None), DictConfig) and cause.key is not None:  # "Key 'kk' is not in struct"
+        parent = cause.full_key.rpartition(".")[0]
+        choices = [f"{parent}.{key}" if parent else str(key) for key in cause.parent_node]
+        return f"unknown key {cause.full_key}{_closest(cause.full_key, choices)}"
+    if isinstance(error, MissingConfigException) and error.options:  # a config group option: clusterer=kmean
+        return f"{root_message(error)}{_closest(error.missing_cfg_file.rpartition('/')[2], error.options)}"
+    return root_message(error)
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else f" (choose from {', '.join(choices)})"
 
 
 def root_message(error: BaseException) -> str:

@@ -39,9 +39,7 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
     import ray
     from ray.data import ActorPoolStrategy
 
-    check_positive_int(actors, "actors", allow_none=True)
-    check_non_negative(num_gpus, "num_gpus", allow_none=True)
-    check_non_negative(cpus_per_actor, "cpus_per_actor")
+    check_pool(actors, num_gpus, cpus_per_actor)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if num_gpus is None:
         num_gpus = 1 if cluster_gpus else 0
@@ -57,6 +55,15 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
     if not num_gpus:
         pool["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
     return pool
+
+
+def check_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1,
+               num_threads: int | None = None) -> None:
+    """ICCError for a pool setting (see `actor_pool`, `map_actors`) of the wrong type or range."""
+    check_positive_int(actors, "actors", allow_none=True)
+    check_non_negative(num_gpus, "num_gpus", allow_none=True)
+    check_non_negative(cpus_per_actor, "cpus_per_actor")
+    check_positive_int(num_threads, "num_threads", allow_none=True)
 
 
 def get(ref):
