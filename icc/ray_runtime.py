@@ -1,25 +1,50 @@
 """Ray for the pipelines: joining or starting a cluster, pools of model-holding actors, task results."""
 
 import logging
+import os
+import socket
+from urllib.parse import urlsplit
 
 from icc.checks import check_non_negative, check_positive_int
 from icc.errors import ICCError
 
 # Times a batch is retried after the actor running it died (see `actor_pool`).
 ACTOR_TASK_RETRIES = 3
+# Seconds to wait for the cluster to be joined to answer (Ray itself would retry for many minutes).
+JOIN_TIMEOUT_S = 30
 
 
 def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True) -> None:
-    """Join the Ray cluster at `address` ("auto": the running one) or start a local one ("")."""
+    """Join the Ray cluster at `address` ("auto": the running one, as `ray.init` finds it), or
+    start a new local one (""): never one that `ray start` left recorded on the machine, which
+    `ray.init(address=None)` would join (and hang on, when that cluster is gone). A cluster that
+    does not answer within JOIN_TIMEOUT_S is an ICCError."""
     import ray
     from ray.data import DataContext
 
     if not ray.is_initialized():
+        if address:
+            check_reachable(address)
         local = {"num_cpus": num_cpus, "include_dashboard": False} if not address else {}
-        ray.init(address=address or None, logging_level=logging.WARNING, **local)
+        ray.init(address=address or "local", logging_level=logging.WARNING, **local)
     context = DataContext.get_current()
     context.enable_progress_bars = progress_bars
     context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
+
+
+def check_reachable(address: str) -> None:
+    """ICCError unless the Ray cluster at `address` (host:port, ray://host:port, or "auto": found
+    as `ray.init` finds it) accepts a connection within JOIN_TIMEOUT_S."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    target = address
+    try:
+        if address == "auto":  # RAY_ADDRESS, else the cluster `ray start` recorded, else a running one
+            target = os.environ.get("RAY_ADDRESS") or canonicalize_bootstrap_address(address)
+        host, port = (urlsplit(target).netloc if "://" in target else target).rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=JOIN_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:  # ConnectionError: "auto" found no cluster
+        raise ICCError(f"cannot reach the Ray cluster at {target}: {e}") from None
 
 
 def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1) -> dict:
