@@ -1,23 +1,47 @@
 """The one exception type for bad input or configuration, and how a pipeline reports it: one line
 on stderr (`icc: error: ...`) and exit code 2, without a traceback (also for a config value
-marked ??? that was not given, and for a command-line override Hydra cannot apply)."""
+marked ??? that was not given, and for a command-line override Hydra cannot apply); and how a
+pipeline stops on SIGINT or SIGTERM: at once, with exit code 128 + the signal (130, 143)."""
 
 import contextlib
 import difflib
+import signal
 import sys
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ICCError(ValueError):
     """Bad input or configuration: the message is shown to the user as is, without a traceback."""
 
 
+class Stopped(BaseException):
+    """Raised in the main thread by SIGINT or SIGTERM (a BaseException, like KeyboardInterrupt,
+    so that no `except Exception` on the way swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    signal.signal(signum, signal.SIG_DFL)  # a second signal of the same kind kills at once
+    raise Stopped(signum)
+
+
 @contextlib.contextmanager
 def user_errors():
     """Turn ICCError (raised here or inside a Ray task or actor), a failure of a Ray Data read task
     (a file that cannot be parsed) and a bad command-line override into one line on stderr and exit
-    code 2, without a traceback."""
+    code 2, without a traceback; and SIGINT / SIGTERM into exit code 130 / 143. What a stopped run
+    wrote is what a cut-off run leaves: the next run with the same settings resumes from it."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
     try:
         yield
+    except Stopped as e:
+        print(f"icc: stopped by {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
     except Exception as e:
         message = _user_error_message(e)
         if message is None:

@@ -20,7 +20,7 @@ PACKAGES = ["icc", "ray", "torch", "transformers", "peft", "deepspeed", "pyarrow
 def hydra_main(config_name: str, run):
     """The `main()` of a pipeline: Hydra composes `icc/conf/<config_name>.yaml` with the command
     line's overrides and calls `run(cfg)`; an ICCError or an override Hydra cannot apply ends it
-    with one line and exit code 2 (`user_errors`)."""
+    with one line and exit code 2, SIGINT / SIGTERM with exit code 130 / 143 (`user_errors`)."""
     import hydra
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")

@@ -2,7 +2,9 @@
 
 import logging
 import os
+import signal
 import socket
+import threading
 from urllib.parse import urlsplit
 
 from icc.checks import check_non_negative, check_positive_int
@@ -18,7 +20,7 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
     """Join the Ray cluster at `address` ("auto": the running one, as `ray.init` finds it), or
     start a new local one (""): never one that `ray start` left recorded on the machine, which
     `ray.init(address=None)` would join (and hang on, when that cluster is gone). A cluster that
-    does not answer within JOIN_TIMEOUT_S is an ICCError."""
+    does not answer within JOIN_TIMEOUT_S is an ICCError. Keeps the caller's SIGTERM handler."""
     import ray
     from ray.data import DataContext
 
@@ -26,7 +28,10 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
         if address:
             check_reachable(address)
         local = {"num_cpus": num_cpus, "include_dashboard": False} if not address else {}
+        sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(address=address or "local", logging_level=logging.WARNING, **local)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)  # ray.init sets its own, which exits with code 15
     context = DataContext.get_current()
     context.enable_progress_bars = progress_bars
     context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
