@@ -9,10 +9,10 @@ run cut off (killed) with the same key embeds only the input rows after them
 
 from pathlib import Path
 
+from icc.checks import check_positive_int
 from icc.corpus.shards import Shards, resume_shards, write_embedded
 from icc.data.corpus import read_corpus
 from icc.data.fingerprint import cache_key, file_fingerprint
-from icc.checks import check_positive_int
 from icc.errors import ICCError
 from icc.models.embedder import TextEmbedder, check_embedder, tokenize_batch
 from icc.ray_runtime import actor_pool, check_pool
