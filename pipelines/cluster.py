@@ -7,9 +7,9 @@ from omegaconf import DictConfig
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus import rundir
-from icc.corpus.embed_stage import embed_corpus, embed_settings
+from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings
 from icc.corpus.labeler import make_labeler
-from icc.corpus.report import check_projection, write_report
+from icc.corpus.report import check_report, write_report
 from icc.corpus.sharded import assign_shards, fit_shards
 from icc.corpus.summary import print_summary, quality, run_metrics
 from icc.data.fingerprint import file_fingerprint
@@ -20,12 +20,14 @@ CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 
 
 def run(cfg: DictConfig) -> None:
+    # Every setting is checked before Ray starts and anything is written.
     out = Path(cfg.output.dir)
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
                            pool=to_kwargs(cfg.llm.pool))
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
+    check_embed_settings(to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool), cfg.output.shard_rows)
     if cfg.report.enabled:
-        check_projection(cfg.report.projection)
+        check_report(cfg.report.max_points, cfg.report.projection)
     columns, embedder = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool")
     fingerprint = file_fingerprint(cfg.data.path)
     settings = embed_settings(cfg.data.path, columns, embedder, fingerprint)
