@@ -3,6 +3,7 @@ stage timings, and the run record (`run.json`: the resolved config and the packa
 
 import contextlib
 import importlib.metadata
+import os
 import time
 from pathlib import Path
 
@@ -18,13 +19,19 @@ PACKAGES = ["icc", "ray", "torch", "transformers", "peft", "deepspeed", "pyarrow
 
 def hydra_main(config_name: str, run):
     """The `main()` of a pipeline: Hydra composes `icc/conf/<config_name>.yaml` with the command
-    line's overrides and calls `run(cfg)`; an ICCError ends it with one line and exit code 2."""
+    line's overrides and calls `run(cfg)`; an ICCError or an override Hydra cannot apply ends it
+    with one line and exit code 2, SIGINT / SIGTERM with exit code 130 / 143 (`user_errors`)."""
     import hydra
 
     @hydra.main(config_path=CONFIG_DIR, config_name=config_name, version_base="1.3")
-    def main(cfg) -> None:
-        with user_errors():
+    def app(cfg) -> None:
+        with user_errors():  # here, or Hydra would add a line of its own
             run(cfg)
+
+    def main() -> None:
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a bad override instead of printing it and exiting 1
+        with user_errors():  # the overrides, applied before `app` runs
+            app()
 
     return main
 

@@ -1,25 +1,55 @@
 """Ray for the pipelines: joining or starting a cluster, pools of model-holding actors, task results."""
 
 import logging
+import os
+import signal
+import socket
+import threading
+from urllib.parse import urlsplit
 
 from icc.checks import check_non_negative, check_positive_int
 from icc.errors import ICCError
 
 # Times a batch is retried after the actor running it died (see `actor_pool`).
 ACTOR_TASK_RETRIES = 3
+# Seconds to wait for the cluster to be joined to answer (Ray itself would retry for many minutes).
+JOIN_TIMEOUT_S = 30
 
 
 def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True) -> None:
-    """Join the Ray cluster at `address` ("auto": the running one) or start a local one ("")."""
+    """Join the Ray cluster at `address` ("auto": the running one, as `ray.init` finds it), or
+    start a new local one (""): never one that `ray start` left recorded on the machine, which
+    `ray.init(address=None)` would join (and hang on, when that cluster is gone). A cluster that
+    does not answer within JOIN_TIMEOUT_S is an ICCError. Keeps the caller's SIGTERM handler."""
     import ray
     from ray.data import DataContext
 
     if not ray.is_initialized():
+        if address:
+            check_reachable(address)
         local = {"num_cpus": num_cpus, "include_dashboard": False} if not address else {}
-        ray.init(address=address or None, logging_level=logging.WARNING, **local)
+        sigterm = signal.getsignal(signal.SIGTERM)
+        ray.init(address=address or "local", logging_level=logging.WARNING, **local)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)  # ray.init sets its own, which exits with code 15
     context = DataContext.get_current()
     context.enable_progress_bars = progress_bars
     context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
+
+
+def check_reachable(address: str) -> None:
+    """ICCError unless the Ray cluster at `address` (host:port, ray://host:port, or "auto": found
+    as `ray.init` finds it) accepts a connection within JOIN_TIMEOUT_S."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    target = address
+    try:
+        if address == "auto":  # RAY_ADDRESS, else the cluster `ray start` recorded, else a running one
+            target = os.environ.get("RAY_ADDRESS") or canonicalize_bootstrap_address(address)
+        host, port = (urlsplit(target).netloc if "://" in target else target).rsplit(":", 1)
+        socket.create_connection((host, int(port)), timeout=JOIN_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:  # ConnectionError: "auto" found no cluster
+        raise ICCError(f"cannot reach the Ray cluster at {target}: {e}") from None
 
 
 def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1) -> dict:
@@ -39,9 +69,7 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
     import ray
     from ray.data import ActorPoolStrategy
 
-    check_positive_int(actors, "actors", allow_none=True)
-    check_non_negative(num_gpus, "num_gpus", allow_none=True)
-    check_non_negative(cpus_per_actor, "cpus_per_actor")
+    check_pool(actors, num_gpus, cpus_per_actor)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if num_gpus is None:
         num_gpus = 1 if cluster_gpus else 0
@@ -57,6 +85,15 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
     if not num_gpus:
         pool["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
     return pool
+
+
+def check_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1,
+               num_threads: int | None = None) -> None:
+    """ICCError for a pool setting (see `actor_pool`, `map_actors`) of the wrong type or range."""
+    check_positive_int(actors, "actors", allow_none=True)
+    check_non_negative(num_gpus, "num_gpus", allow_none=True)
+    check_non_negative(cpus_per_actor, "cpus_per_actor")
+    check_positive_int(num_threads, "num_threads", allow_none=True)
 
 
 def get(ref):

@@ -7,11 +7,12 @@ from omegaconf import DictConfig
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus import rundir
-from icc.corpus.embed_stage import embed_corpus
+from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings
 from icc.corpus.labeler import make_labeler
-from icc.corpus.report import check_projection, write_report
+from icc.corpus.report import check_report, write_report
 from icc.corpus.sharded import assign_shards, fit_shards
 from icc.corpus.summary import print_summary, quality, run_metrics
+from icc.data.fingerprint import file_fingerprint
 from icc.pipeline import StageTimer, hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
@@ -19,39 +20,43 @@ CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 
 
 def run(cfg: DictConfig) -> None:
+    # Every setting is checked before Ray starts and anything is written.
     out = Path(cfg.output.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    timer = StageTimer()
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
                            pool=to_kwargs(cfg.llm.pool))
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
+    check_embed_settings(to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool), cfg.output.shard_rows)
     if cfg.report.enabled:
-        check_projection(cfg.report.projection)
-    start_ray(**cfg.ray)
+        check_report(cfg.report.max_points, cfg.report.projection)
+    columns, embedder = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool")
+    fingerprint = file_fingerprint(cfg.data.path)
+    settings = embed_settings(cfg.data.path, columns, embedder, fingerprint)
+    with rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):  # refuses before any work
+        start_ray(**cfg.ray)
+        timer = StageTimer()
+        with timer("embed"):  # resumes a run cut off in this stage; skipped when out holds it complete
+            shards, embedded_now = embed_corpus(cfg.data.path, columns, embedder, to_kwargs(cfg.embedder.pool), out,
+                                                cfg.output.shard_rows, fingerprint)
+        shards.check_clusterable(cfg.data.path)
+        with timer("cluster"):
+            fitted = fit_shards(clusterer, shards)  # fitted in a Ray task: fitted.clusterer is its copy
+        with timer("assign"):
+            assigned = assign_shards(fitted, shards, top=max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0))
+        with timer("write"):
+            member_texts = rundir.texts_at_rows(out, assigned.central)
+            central_texts = [texts[:CENTRAL_TEXTS] for texts in member_texts]
+        with timer("label"):
+            names = labeler.names(member_texts) if labeler else None
+            rundir.write_clusters(out, rundir.clusters_table(fitted.clusterer.cluster_centers_, assigned.sizes,
+                                                             central_texts, names))
+        with timer("metrics"):
+            scores = quality(assigned, shards.has_labels)
 
-    with timer("embed"):  # resumes a run cut off in this stage; skipped when out holds it complete
-        shards, embedded_now = embed_corpus(cfg.data.path, to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"),
-                                            to_kwargs(cfg.embedder.pool), out, cfg.output.shard_rows)
-    shards.check_clusterable(cfg.data.path)
-    with timer("cluster"):
-        fitted = fit_shards(clusterer, shards)  # fitted in a Ray task: fitted.clusterer is its copy
-    with timer("assign"):
-        assigned = assign_shards(fitted, shards, top=max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0))
-    with timer("write"):
-        member_texts = rundir.texts_at_rows(out, assigned.central)
-        central_texts = [texts[:CENTRAL_TEXTS] for texts in member_texts]
-    with timer("label"):
-        names = labeler.names(member_texts) if labeler else None
-        rundir.write_clusters(out, rundir.clusters_table(fitted.clusterer.cluster_centers_, assigned.sizes,
-                                                         central_texts, names))
-    with timer("metrics"):
-        scores = quality(assigned, shards.has_labels)
-
-    metrics = run_metrics(shards, embedded_now, fitted, assigned, timer, scores)
-    write_run_record(out, "cluster", cfg, metrics, embedder=to_kwargs(cfg.embedder, "pool"),
-                     vectors={"dim": shards.dim, "normalized": True})
-    if cfg.report.enabled:
-        write_report(rundir.load_run(out), out / rundir.REPORT, **to_kwargs(cfg.report, "enabled"))
+        metrics = run_metrics(shards, embedded_now, fitted, assigned, timer, scores)
+        write_run_record(out, "cluster", cfg, metrics, embedder=embedder, vectors={"dim": shards.dim, "normalized": True})
+        if cfg.report.enabled:
+            write_report(rundir.load_run(out, finished=False), out / rundir.REPORT, **to_kwargs(cfg.report, "enabled"))
+        rundir.mark_complete(out)  # last: a reader knows a complete run by it
     print_summary(out, metrics, assigned.sizes, central_texts, names)
 
 

@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
+from icc.corpus.embed_stage import check_embed_settings
 from icc.corpus.incremental import print_summary, run_incremental
 from icc.pipeline import hydra_main, write_run_record
 from icc.ray_runtime import start_ray
@@ -13,6 +14,7 @@ from icc.ray_runtime import start_ray
 def run(cfg: DictConfig) -> None:
     state = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
+    check_embed_settings(to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool), cfg.output.shard_rows)
     start_ray(**cfg.ray)
     run_dir, metrics = run_incremental(
         cfg.data.path, state, to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"),

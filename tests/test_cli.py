@@ -73,10 +73,10 @@ def test_rejected_rows_are_kept_with_reasons(ray_address, tmp_path):
                      "clusterer.k=2", f"output.dir={out}", "ray.progress_bars=false")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = pq.read_table(out / "assignments.parquet").to_pylist()
-    assert len(rows) == 6  # a blank line is no CSV row; a quoted blank value is
-    assert [r["reason"] for r in rows if r["cluster"] == -1] == ["empty text"]
+    assert len(rows) == 7  # a quoted blank value is a row, and so is a blank line
+    assert [r["reason"] for r in rows if r["cluster"] == -1] == ["empty text", "empty text"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["rejected"] == 1 and metrics["undecodable_rows_replaced"] == 1
+    assert metrics["rejected"] == 2 and metrics["undecodable_rows_replaced"] == 1
     assert metrics["truncated_to_max_length"] == 1
 
 

@@ -3,9 +3,15 @@ started with `ray start`, `icc cluster` submitted with `ray job submit --working
 
 The second node declares one GPU. It is a logical one (Ray schedules on it; torch finds no CUDA and
 runs on the CPU), so the job takes the path it takes on a GPU cluster: one embedding actor per GPU,
-placed on the GPU node, with tokenisation in CPU tasks before it."""
+placed on the GPU node, with tokenisation in CPU tasks before it.
+
+The cluster runs with Ray's token authentication on, as the README's job submission expects: the
+nodes and every client (`ray job submit`, `ray list`) are given the token (RAY_AUTH_TOKEN) and
+RAY_AUTH_MODE=token; the rest of the test session runs without it (tests/conftest.py)."""
 
 import json
+import os
+import secrets
 import subprocess
 import sys
 import time
@@ -13,6 +19,13 @@ import time
 import pyarrow.parquet as pq
 import pytest
 from conftest import BIN, ROOT, TEXT, free_port, stop_ray_under
+
+TOKEN_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+def with_token() -> dict:
+    """The environment of a node or client of the test cluster: this one's, with the token."""
+    return {**os.environ, **TOKEN_AUTH}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +43,9 @@ def two_nodes(tmp_path_factory):
     try:
         subprocess.run([BIN / "ray", "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=true",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", *agent_ports(), *common],
-                       check=True, capture_output=True, timeout=180)
+                       check=True, capture_output=True, timeout=180, env=with_token())
         subprocess.run([BIN / "ray", "start", f"--address=127.0.0.1:{port}", "--num-gpus=1", *agent_ports(), *common],
-                       check=True, capture_output=True, timeout=180)
+                       check=True, capture_output=True, timeout=180, env=with_token())
         yield f"http://127.0.0.1:{dashboard}"
     finally:
         stop_ray_under(temp)
@@ -49,13 +62,17 @@ def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
               "report.enabled=false", "output.shard_rows=64", "embedder.pool.rows_per_batch=32", f"output.dir={out}"]
     deadline = time.monotonic() + 60
     while True:
-        result = subprocess.run(submit, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(submit, capture_output=True, text=True, timeout=600, env=with_token())
         # The head's job agent registers a few seconds after `ray start` returns.
         if "No available agent" not in result.stderr or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "succeeded" in result.stdout
+    # and a client without the token is refused
+    refused = subprocess.run([BIN / "ray", "job", "list", f"--address={dashboard}"], capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert refused.returncode != 0 and "Authentication required" in refused.stdout + refused.stderr
     assert "Uploading package" in result.stdout + result.stderr or "working_dir" in result.stdout + result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nodes"] == 2  # the shards were assigned on both nodes
@@ -72,5 +89,5 @@ def test_icc_cluster_as_a_ray_job_on_two_nodes(two_nodes, tmp_path):
 def ray_state(kind: str, dashboard: str) -> list[dict]:
     """`ray list <kind> --detail` of the cluster at `dashboard`, as dicts."""
     listed = subprocess.run([BIN / "ray", "list", kind, f"--address={dashboard}", "--detail", "--format=json",
-                             "--limit=10000"], check=True, capture_output=True, text=True, timeout=120)
+                             "--limit=10000"], check=True, capture_output=True, text=True, timeout=120, env=with_token())
     return json.loads(listed.stdout)

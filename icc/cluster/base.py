@@ -12,6 +12,7 @@ start of every fit.
 """
 
 import numbers
+from collections.abc import Sequence
 
 import faiss
 import numpy as np
@@ -35,12 +36,12 @@ def check_vectors(X) -> np.ndarray:
     return X
 
 
-def check_k(k, n: int) -> int:
-    """Validate a number of clusters for n points: an integer with 2 <= k <= n."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+def check_k(k, n: int | None = None) -> int:
+    """Validate a number of clusters: an integer >= 2, and <= n for n points (None: not known yet)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ICCError(f"k must be an integer or 'auto', got {k!r}")
-    if not 2 <= k <= n:
-        raise ICCError(f"k must be between 2 and the number of texts ({n}), got {k}")
+    if k < 2 or (n is not None and k > n):
+        raise ICCError(f"k must be between 2 and the number of texts{'' if n is None else f' ({n})'}, got {k}")
     return int(k)
 
 
@@ -170,6 +171,13 @@ class KClusterer(Clusterer):
 
     def check_params(self) -> None:
         super().check_params()
+        if self.n_clusters != "auto":
+            check_k(self.n_clusters)
+        k_range = self.k_range
+        if (not isinstance(k_range, Sequence) or len(k_range) != 2
+                or not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in k_range)
+                or not 2 <= k_range[0] <= k_range[1]):
+            raise ICCError(f"k_range must be [smallest, largest] integers, 2 <= smallest <= largest, got {k_range!r}")
         check_positive_int(self.auto_sample, "auto_sample")
 
     def _n_clusters(self, X: np.ndarray) -> int:

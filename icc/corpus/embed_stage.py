@@ -4,26 +4,54 @@ The key hashes the input's fingerprint (the names and bytes of its files,
 `icc.data.fingerprint.file_fingerprint`), the columns read and the embedder config. A run whose output
 directory holds a complete stage with the same key skips it; one that finds the whole shards of a
 run cut off (killed) with the same key embeds only the input rows after them
-(`icc.corpus.shards.resume_shards`); a different key (other data, another embedder) starts afresh.
+(`icc.corpus.shards.resume_shards`); a different key (other data, another embedder) starts afresh,
+which `icc cluster` refuses before any work unless output.overwrite (`icc.corpus.rundir.open_run`).
 """
 
 from pathlib import Path
 
+from icc.checks import check_positive_int
 from icc.corpus.shards import Shards, resume_shards, write_embedded
 from icc.data.corpus import read_corpus
 from icc.data.fingerprint import cache_key, file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import TextEmbedder, tokenize_batch
-from icc.ray_runtime import actor_pool
+from icc.models.embedder import TextEmbedder, check_embedder, tokenize_batch
+from icc.ray_runtime import actor_pool, check_pool
 
 TOKENIZE = ("auto", "stage", "actor")  # where texts are tokenised: see `embed_dataset`
 
 
+def embed_settings(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> dict:
+    """What the embed stage's outputs are made from, by config name: the files under `path`
+    ("data.path files", their `fingerprint`), `columns` {text_column, id_column, label_column} as
+    data.<column> and the `embedder` load settings as embedder.<setting>, which shape the vectors
+    (not the pool's: a re-run with more actors continues the same stage)."""
+    return {"data.path files": fingerprint or file_fingerprint(path),
+            **{f"data.{name}": value for name, value in columns.items()},
+            **{f"embedder.{name}": value for name, value in embedder.items()}}
+
+
 def embed_key(path: str, columns: dict, embedder: dict, fingerprint: str | None = None) -> str:
-    """Key of the embed stage: the files under `path` (their `fingerprint`), `columns`
-    {text_column, id_column, label_column} and the `embedder` load settings, which shape the
-    vectors (not the pool's: a re-run with more actors continues the same stage)."""
-    return cache_key(data=fingerprint or file_fingerprint(path), columns=columns, embedder=embedder)
+    """Key of the embed stage: a hash of its `embed_settings`."""
+    return cache_key(**embed_settings(path, columns, embedder, fingerprint))
+
+
+def check_embed_settings(embedder: dict, pool: dict, shard_rows: int) -> None:
+    """ICCError for an `embed_corpus` setting of the wrong type or range, before any work: the
+    `embedder` load settings, the `pool` (`check_embed_pool`) and `shard_rows`."""
+    check_embedder(**embedder)
+    check_embed_pool(**pool)
+    check_positive_int(shard_rows, "output.shard_rows")
+
+
+def check_embed_pool(batch_size: int | None = None, rows_per_batch: int = 1024, tokenize: str = "auto",
+                     **actor_settings) -> None:
+    """ICCError for an `embed_dataset` pool setting (the config's `embedder.pool`) of the wrong type or range."""
+    check_pool(**actor_settings)
+    check_positive_int(batch_size, "batch_size", allow_none=True)
+    check_positive_int(rows_per_batch, "rows_per_batch")
+    if tokenize not in TOKENIZE:
+        raise ICCError(f"unknown embedder.pool.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
 
 
 def embed_corpus(path: str, columns: dict, embedder: dict, pool: dict, out_dir, shard_rows: int,
@@ -70,8 +98,8 @@ def embed_dataset(
     (in the actors) or "auto" (stage when the actors hold GPUs). `embedder_class`: TextEmbedder or
     a subclass that adds columns.
     """
-    if tokenize not in TOKENIZE:
-        raise ICCError(f"unknown embedder.pool.tokenize '{tokenize}' (choose from {', '.join(TOKENIZE)})")
+    check_embed_pool(batch_size, rows_per_batch, tokenize, actors=actors, num_gpus=num_gpus,
+                     cpus_per_actor=cpus_per_actor, num_threads=num_threads)
     pool = actor_pool(actors, num_gpus, cpus_per_actor)
     # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
     # batches first, so that embedded rows reach the writer (and the shards) as they are done.

@@ -82,6 +82,17 @@ class State:
             write_atomic(self.dir / CENTROIDS, buffer.getvalue())
         write_json(self.dir / STATE, {key: value for key, value in asdict(self).items() if key != "dir"})
 
+    def accept(self, name: str, fingerprint: str, shards: Shards, run: str) -> None:
+        """Record partition `name` as embedded (its `shards`) by `run`."""
+        self.rejected.pop(name, None)
+        self.partitions[name] = {"fingerprint": fingerprint, "rows": shards.n_rows, "embedded": shards.n_embedded,
+                                 "run": run}
+
+    def reject(self, name: str, fingerprint: str, reason: str, run: str) -> None:
+        """Record partition `name` as unreadable for `reason`: skipped until its fingerprint changes."""
+        self.partitions.pop(name, None)
+        self.rejected[name] = {"fingerprint": fingerprint, "reason": reason, "run": run}
+
     def partition_dir(self, name: str) -> Path:
         return self.dir / "partitions" / name
 
@@ -187,14 +198,11 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
                 shards, embedded_now = embed_corpus(str(partitions[name]), columns, embedder, pool,
                                                     state.partition_dir(name), shard_rows, fingerprints[name])
             except ICCError as e:  # this partition cannot be read: the others go on
-                state.partitions.pop(name, None)
-                state.rejected[name] = {"fingerprint": fingerprints[name], "reason": str(e), "run": run_id}
+                state.reject(name, fingerprints[name], str(e), run_id)
                 metrics["rejected_partitions"][name] = str(e)
                 continue
-            state.rejected.pop(name, None)
+            state.accept(name, fingerprints[name], shards, run_id)
             metrics["rows_embedded_this_run"] += embedded_now
-            state.partitions[name] = {"fingerprint": fingerprints[name], "rows": shards.n_rows,
-                                      "embedded": shards.n_embedded, "run": run_id}
     new = [name for name in new if name in state.partitions]
     metrics["new_partitions"] = new
     metrics["new_rows"] = sum(state.partitions[name]["rows"] for name in new)
@@ -210,11 +218,10 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
         action, reason = ("refit", "drift: " + ", ".join(passed)) if passed else ("assign", "")
     centroids = None
     if action in ("fit", "refit"):
-        for name in set(state.partitions) - set(partitions):  # gone from data.path: out of the new fit
-            del state.partitions[name]
-        if not state.partitions:
+        names = sorted(set(state.partitions) & set(partitions))  # one gone from data.path leaves the state
+        state.partitions = {name: state.partitions[name] for name in names}
+        if not names:
             raise ICCError(f"no partition of {data_path} could be read: {metrics['rejected_partitions']}")
-        names = sorted(state.partitions)
         with timer("fit"):
             fitted = fit_shards(clusterer, combine_shards([Shards.load(state.partition_dir(n)) for n in names]))
             centroids = fitted.clusterer.cluster_centers_

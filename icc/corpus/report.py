@@ -44,6 +44,12 @@ def check_projection(method: str) -> None:
         raise ICCError("report.projection=umap needs umap-learn (pip install umap-learn)")
 
 
+def check_report(max_points: int, projection: str) -> None:
+    """ICCError for a `write_report` setting of the wrong type or value."""
+    check_positive_int(max_points, "report.max_points")
+    check_projection(projection)
+
+
 def fit_projection(vectors: np.ndarray, method: str = "pca", seed: int = 0):
     """A 2-D projection fitted on (n, dim) vectors, with `transform` for new ones (the query)."""
     check_projection(method)

@@ -8,20 +8,36 @@ tables and reads it back (for search and the report).
     clusters.parquet      one row per cluster: cluster, size, centroid, central_texts, name
     metrics.json          what the run measured; run.json: its config and package versions
     report.html           the map of the clusters; search_report.html: the map of a search
+    _SUCCESS              written last: the run is complete (a re-run removes it first)
+    _icc_manifest.json    the entries icc created here and what the run was made from (`Manifest`)
+    .icc.lock             held by the run writing here; .icc.lock.holder: its pid and host
 
 Shard i (`part_name(i)`) of the three shard directories holds the same input rows.
+
+icc deletes or replaces only the entries that a directory's manifest lists (`renew`), so a
+directory that holds anything else is never emptied. `open_run` holds the run directory for one
+`icc cluster` run: it refuses, with one line and before any work, an output.dir that holds the
+input or files icc did not write, one in use by another run, and one holding a run made with other
+settings (unless overwrite).
 """
 
-from dataclasses import dataclass
+import contextlib
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
 
 from icc.data.parquet import read_output, take_texts, vector_array, vector_matrix
 from icc.errors import ICCError
-from icc.files import read_json
+from icc.files import read_json, write_atomic, write_json
 from icc.pipeline import METRICS, RUN_RECORD
 
 TEXTS = "texts.parquet"
@@ -31,7 +47,13 @@ ASSIGNMENTS = "assignments.parquet"
 CLUSTERS = "clusters.parquet"
 REPORT = "report.html"
 SEARCH_REPORT = "search_report.html"
-COMPLETE_RUN = (RUN_RECORD, METRICS, ASSIGNMENTS, EMBEDDINGS, TEXTS, CLUSTERS)
+SUCCESS = "_SUCCESS"
+MANIFEST = "_icc_manifest.json"
+LOCK, LOCK_HOLDER = ".icc.lock", ".icc.lock.holder"
+HYDRA_LOG = "cluster.log"  # Hydra's log (and its hidden .hydra/), written before the run starts
+COMPLETE_RUN = (RUN_RECORD, METRICS, ASSIGNMENTS, EMBEDDINGS, TEXTS, CLUSTERS, SUCCESS)
+RUN_ENTRIES = (TEXTS, EMBEDDINGS, EMBED_MANIFEST, ASSIGNMENTS, CLUSTERS, METRICS, RUN_RECORD, REPORT, SEARCH_REPORT,
+               SUCCESS)  # what icc cluster (and icc search) may write in a run directory
 NOISE = "noise"  # the reason of an embedded row in no cluster
 
 
@@ -39,6 +61,135 @@ def part_name(shard: int) -> str:
     """The file name of shard `shard` inside a shard directory."""
     return f"part-{shard:05d}.parquet"
 
+
+@dataclass
+class Manifest:
+    """`_icc_manifest.json` of a directory icc writes into: entries, the names icc created there
+    (the only ones it deletes or replaces); settings, what the run there was made from
+    ({setting: value}, see `icc.corpus.embed_stage.embed_settings`; {} where not recorded)."""
+
+    dir: Path
+    entries: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, directory) -> "Manifest":
+        """The manifest of `directory`, empty where it has none; ICCError if it is not JSON."""
+        path = Path(directory) / MANIFEST
+        record = read_json(path) if path.is_file() else {}
+        return cls(dir=Path(directory), entries=record.get("entries", []), settings=record.get("settings", {}))
+
+    def save(self) -> None:
+        write_json(self.dir / MANIFEST, {"entries": sorted(self.entries), "settings": self.settings})
+
+    def foreign(self) -> list[str]:
+        """The entries of the directory that icc did not write (hidden ones aside), sorted."""
+        return sorted(name for name in os.listdir(self.dir)
+                      if not name.startswith(".") and name not in self.entries + [MANIFEST, HYDRA_LOG])
+
+
+def renew(directory, *names: str) -> None:
+    """Make `names` in `directory` icc's afresh, before writing them: delete those icc wrote
+    earlier, refuse (ICCError) to touch any that icc did not write, and record them in the
+    directory's manifest."""
+    directory = Path(directory)
+    manifest = Manifest.load(directory)
+    foreign = [name for name in names if (directory / name).exists() and name not in manifest.entries]
+    if foreign:
+        raise ICCError(f"{directory} holds {', '.join(foreign)}, which icc did not write: refusing to replace "
+                       f"{'it' if len(foreign) == 1 else 'them'}; choose another output directory")
+    for name in names:
+        _delete(directory / name)
+    if not set(names) <= set(manifest.entries):
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest.entries = sorted(set(manifest.entries) | set(names))
+        manifest.save()
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def open_run(out, data_path: str, settings: dict, overwrite: bool = False):
+    """Hold `out` for one `icc cluster` run made from `settings` ({setting: value}) of the corpus
+    at `data_path`, and record it in the manifest. Refuses (ICCError, before anything in `out`
+    changes) an `out` that holds the input or lies inside it, holds files icc did not write, is in
+    use by another run, or holds a run with other settings (named) unless `overwrite`, which
+    deletes every entry icc wrote there. Removes `_SUCCESS` (`mark_complete` writes it last)."""
+    out, settings = Path(out), json.loads(json.dumps(settings, default=str))  # as the manifest holds them
+    _check_apart(out, data_path)
+    out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        manifest = Manifest.load(out)
+        foreign = manifest.foreign()
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ICCError(f"output.dir {out} holds files icc did not write ({shown}): choose a new or empty output.dir")
+        recorded = manifest.settings or settings  # a directory with no run recorded differs in nothing
+        changed = [f"{key} {_short(recorded.get(key))} -> {_short(settings.get(key))}"
+                   for key in sorted(set(recorded) | set(settings)) if recorded.get(key) != settings.get(key)]
+        if changed and not overwrite:
+            raise ICCError(f"output.dir {out} holds a run made with other settings: {'; '.join(changed)}. "
+                           f"Re-run with output.overwrite=true to replace it, or choose another output.dir")
+        if overwrite:
+            renew(out, *manifest.entries)
+        manifest.entries = sorted(set(manifest.entries) | set(RUN_ENTRIES))
+        manifest.settings = settings
+        manifest.save()
+        _delete(out / SUCCESS)
+        yield
+
+
+def mark_complete(out) -> None:
+    """Write `_SUCCESS`, the last file of a complete run."""
+    write_atomic(Path(out) / SUCCESS, b"")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_apart(out: Path, data_path: str) -> None:
+    """ICCError if the corpus at `data_path` (file, directory or glob) lies inside `out`, or `out` inside it."""
+    if "://" in data_path:
+        return
+    parts = Path(data_path).parts
+    root = Path(*parts[:next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))])
+    root, out = root.resolve(), out.resolve()
+    if root.is_relative_to(out):
+        raise ICCError(f"data.path {data_path} is inside output.dir {out}: icc would replace its own input; "
+                       f"choose another output.dir")
+    if root.is_dir() and out.is_relative_to(root):
+        raise ICCError(f"output.dir {out} is inside data.path {data_path}: its outputs would be read as input; "
+                       f"choose an output.dir outside it")
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """Hold `out`'s lock while the block runs; ICCError naming the holder if another process holds
+    it. The OS releases the lock of a process that dies, so the lock of a killed run is taken over."""
+    lock = FileLock(out / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            holder = read_json(out / LOCK_HOLDER)
+            by = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
+        except (ICCError, KeyError, TypeError):
+            by = "holder unknown"
+        raise ICCError(f"output.dir {out} is in use by another icc run ({by}): wait for it to end, "
+                       f"or choose another output.dir") from None
+    try:
+        write_json(out / LOCK_HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "since": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"})
+        yield
+    finally:
+        lock.release()
 
 
 def assignments_table(ids, reject: np.ndarray, labels: np.ndarray, distances: np.ndarray,
@@ -141,12 +292,13 @@ class ClusterRun:
         return f"{c} {self.names[c]}" if self.names[c] else str(c)
 
 
-def load_run(run_dir) -> ClusterRun:
-    """Read the outputs of `icc cluster` in `run_dir`; ICCError if the directory is missing or incomplete."""
+def load_run(run_dir, finished: bool = True) -> ClusterRun:
+    """Read the outputs of `icc cluster` in `run_dir`; ICCError if the directory is missing or
+    incomplete (without `_SUCCESS` too, unless `finished` is False: the run reading its own outputs)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ICCError(f"run directory {run_dir} does not exist (give the output.dir of an icc cluster run)")
-    missing = [name for name in COMPLETE_RUN if not (run_dir / name).exists()]
+    missing = [name for name in COMPLETE_RUN if not (run_dir / name).exists() and (finished or name != SUCCESS)]
     if missing:
         raise ICCError(f"{run_dir} is not a complete icc cluster run: missing {', '.join(missing)}")
     run, metrics = read_json(run_dir / RUN_RECORD), read_json(run_dir / METRICS)

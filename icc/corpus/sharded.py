@@ -23,8 +23,8 @@ import ray
 
 from icc.cluster.base import Clusterer, check_k
 from icc.cluster.kmeans import KMeans
-from icc.corpus.rundir import assignments_table, central_members
-from icc.corpus.shards import Shards, read_vectors, remove_output, sample_mask
+from icc.corpus.rundir import ASSIGNMENTS, assignments_table, central_members, renew
+from icc.corpus.shards import Shards, read_vectors, sample_mask
 from icc.errors import ICCError
 from icc.ray_runtime import get
 
@@ -111,11 +111,12 @@ def _fit_in_memory(clusterer: Clusterer, shards: Shards, fraction: float):
 
 def assign_shards(fitted: Fitted, shards: Shards, top: int, metrics_rows: int = 10_000) -> Assigned:
     """Assign every row of `shards` (see the module docstring); assignments go to
-    shards.dir/assignments.parquet/part-*.parquet."""
+    shards.dir/assignments.parquet/part-*.parquet, replacing those icc wrote there before
+    (ICCError, before any task, where icc did not write them)."""
     clusterer = fitted.clusterer
     k = len(clusterer.cluster_centers_)
-    remove_output(shards.dir / "assignments.parquet")  # no shard of an earlier run stays
-    (shards.dir / "assignments.parquet").mkdir()
+    renew(shards.dir, ASSIGNMENTS)  # no shard of an earlier run stays
+    (shards.dir / ASSIGNMENTS).mkdir()
     metrics_fraction = min(1.0, metrics_rows / max(shards.n_embedded, 1))
     clusterer_ref = ray.put(clusterer)
     first_rows = shards.first_rows()
@@ -166,7 +167,7 @@ def _assign_shard(clusterer: Clusterer, shards: Shards, shard: int, first_row: i
     membership = clusterer.membership(vectors).max(axis=1) if hasattr(clusterer, "membership") and len(vectors) else None
     reject = rows["reject"].to_numpy(zero_copy_only=False).astype(str)
     table = assignments_table(rows["id"], reject, labels, distances, membership)
-    pq.write_table(table, shards.dir / "assignments.parquet" / shards.texts(shard).name)
+    pq.write_table(table, shards.dir / ASSIGNMENTS / shards.texts(shard).name)
     embedded_rows = first_row + np.flatnonzero(reject == "")
     central = central_members(labels, distances, k, top)
     contingency = collections.Counter()

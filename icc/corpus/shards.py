@@ -11,11 +11,12 @@ the rows of the shards before it. The driver holds one batch at a time and a few
 (`Shards`), kept in `embed.json`: rewritten after each shard is closed (`complete: false`, the
 shards listed are whole) and last with `complete: true`, which marks the stage complete. With a
 `key` (what the shards were made from, see `icc.corpus.embed_stage`), a re-run after a crash
-continues after the shards listed (`resume_shards`). File names: `icc.corpus.rundir`.
+continues after the shards listed (`resume_shards`), or, where embed.json is torn, after the
+shards that read whole (`rebuild_shards`). File names, and which files icc may delete
+(those it recorded as its own, `icc.corpus.rundir.renew`): `icc.corpus.rundir`.
 """
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from icc.corpus.rundir import EMBED_MANIFEST, EMBEDDINGS, TEXTS, part_name
+from icc.corpus.rundir import (
+    EMBED_MANIFEST,
+    EMBEDDINGS,
+    TEXTS,
+    Manifest,
+    part_name,
+    renew,
+)
+from icc.data.fingerprint import cache_key
 from icc.data.parquet import vector_array, vector_matrix
 from icc.errors import ICCError
 from icc.files import write_json
@@ -65,6 +74,11 @@ class Shards:
         if self.n_embedded == 0:
             raise ICCError(f"no text to cluster in {path}: all {self.n_rows} rows were rejected (empty texts)")
 
+    def count_rejects(self, reject: np.ndarray) -> None:
+        """Add the rejected rows of `reject` ((n,) reason per row, "" where embedded) to reject_reasons."""
+        for reason, count in zip(*np.unique(reject[reject != ""], return_counts=True)):
+            self.reject_reasons[str(reason)] = self.reject_reasons.get(str(reason), 0) + int(count)
+
     def first_rows(self) -> np.ndarray:
         """(shards,) row number of each shard's first row."""
         return np.concatenate([[0], np.cumsum(self.rows)[:-1]]).astype(np.int64) if self.rows else np.zeros(0, np.int64)
@@ -82,11 +96,15 @@ class Shards:
     @classmethod
     def load(cls, out_dir, partial: bool = False) -> "Shards | None":
         """The manifest of a completed embed stage in `out_dir` (or of a cut-off one, with
-        `partial`), or None if there is none."""
+        `partial`), or None if there is none; ICCError if it is torn or corrupt."""
         path = Path(out_dir) / EMBED_MANIFEST
         if not path.is_file():
             return None
-        shards = cls(dir=Path(out_dir), **json.loads(path.read_text()))
+        try:
+            shards = cls(dir=Path(out_dir), **json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise ICCError(f"{path} is corrupt ({str(e).splitlines()[0]}): to embed afresh, re-run icc cluster "
+                           f"with output.overwrite=true or remove {out_dir}") from None
         return shards if shards.complete or partial else None
 
 
@@ -123,17 +141,49 @@ def combine_shards(parts: list[Shards]) -> CombinedShards:
 def resume_shards(out_dir, key: str) -> Shards:
     """What an embed stage with `key` left in `out_dir`: all its shards (`complete`), the whole
     shards of a run cut off (`complete` False; later part files are deleted), or, when the key
-    differs, a shard is missing or there is no manifest, an empty Shards (every output deleted)."""
+    differs, a shard is missing or there is no manifest, an empty Shards (the outputs icc wrote
+    deleted; ICCError, deleting nothing, where `out_dir` holds them but icc did not write them).
+    A torn or corrupt embed.json is rebuilt from the shards (`rebuild_shards`) where the
+    directory's manifest records that `key`'s settings made them, else it is an ICCError."""
     out_dir = Path(out_dir)
-    shards = Shards.load(out_dir, partial=True)
+    try:
+        shards = Shards.load(out_dir, partial=True)
+    except ICCError:
+        settings = Manifest.load(out_dir).settings
+        if not settings or cache_key(**settings) != key:
+            raise
+        shards = rebuild_shards(out_dir, key)
     if shards is None or not key or shards.key != key or not _whole(shards):
-        for name in (TEXTS, EMBEDDINGS, EMBED_MANIFEST):
-            remove_output(out_dir / name)
+        renew(out_dir, TEXTS, EMBEDDINGS, EMBED_MANIFEST)
         return Shards(dir=out_dir, key=key, complete=False)
     for name in (TEXTS, EMBEDDINGS):
         for file in sorted((out_dir / name).glob("part-*.parquet"))[len(shards.rows):]:
             file.unlink()
     return shards
+
+
+def rebuild_shards(out_dir, key: str) -> Shards:
+    """The manifest of a cut-off embed stage with `key`, rebuilt from the shard pairs in `out_dir`
+    that read whole, from the first up to one that does not (unreadable, missing, or holding other
+    embedded rows than its texts' rows with an empty reject)."""
+    shards = Shards(dir=Path(out_dir), key=key, complete=False)
+    while True:
+        shard = len(shards.rows)
+        try:
+            texts = pq.read_table(shards.texts(shard), columns=["reject", "replaced", "truncated"])
+            embeddings = pq.ParquetFile(shards.embeddings(shard))
+        except (OSError, pa.ArrowInvalid, KeyError):
+            return shards
+        reject = texts["reject"].to_numpy(zero_copy_only=False).astype(str)
+        if embeddings.metadata.num_rows != int((reject == "").sum()):
+            return shards
+        shards.rows.append(texts.num_rows)
+        shards.embedded.append(embeddings.metadata.num_rows)
+        shards.dim = embeddings.schema_arrow.field("vector").type.list_size
+        shards.has_labels = "label" in pq.read_schema(shards.texts(shard)).names
+        shards.replaced += int(texts["replaced"].to_numpy(zero_copy_only=False).sum())
+        shards.truncated += int(texts["truncated"].to_numpy(zero_copy_only=False).sum())
+        shards.count_rejects(reject)
 
 
 def _whole(shards: Shards) -> bool:
@@ -185,8 +235,7 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
         shards = out
     else:
         shards = Shards(dir=Path(out))
-        for name in (TEXTS, EMBEDDINGS, EMBED_MANIFEST):
-            remove_output(shards.dir / name)
+        renew(shards.dir, TEXTS, EMBEDDINGS, EMBED_MANIFEST)
     (shards.dir / TEXTS).mkdir(parents=True, exist_ok=True)
     (shards.dir / EMBEDDINGS).mkdir(exist_ok=True)
     shards.complete = False
@@ -204,8 +253,7 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
                 shards.has_labels = True
             shards.dim = batch["vector"].shape[1]
             writer.write(pa.table(columns), pa.table({"id": ids[ok], "vector": vector_array(batch["vector"][ok])}))
-            for reason, count in zip(*np.unique(batch["reject"][~ok], return_counts=True)):
-                shards.reject_reasons[str(reason)] = shards.reject_reasons.get(str(reason), 0) + int(count)
+            shards.count_rejects(batch["reject"])
             shards.replaced += int(batch["replaced"].sum())
             shards.truncated += int(columns["truncated"].sum())
             n_rows += n
@@ -218,14 +266,6 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def remove_output(path: Path) -> None:
-    """Delete an output of an earlier run: a directory of shards or a single file."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def sample_mask(n: int, fraction: float, seed: int, shard: int) -> np.ndarray:

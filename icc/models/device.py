@@ -15,15 +15,20 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def check_dtype(dtype: str) -> str:
+    """`dtype` if it is "auto" or one of DTYPES, else ICCError."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ICCError(f"unknown dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+    return dtype
+
+
 def compute_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The dtype named, or for "auto": bfloat16 on a GPU with bf16 tensor cores, float16 on an
     older GPU (where bf16 would only be emulated), float32 on a CPU."""
-    if dtype == "auto":
+    if check_dtype(dtype) == "auto":
         if device.type != "cuda":
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    if dtype not in DTYPES:
-        raise ICCError(f"unknown dtype '{dtype}': use auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import transformers
 
+from icc.checks import check_positive_int
 from icc.errors import ICCError
-from icc.models.device import compute_dtype, resolve_device, use_threads
+from icc.models.device import check_dtype, compute_dtype, resolve_device, use_threads
 from icc.models.hub import load_kwargs, resolve_model
 
 # A token covers at least one character, so this many characters per token keeps every text
@@ -55,8 +56,7 @@ class TextEmbedder:
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        if pooling not in POOLINGS:
-            raise ICCError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+        check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle)
         self.device = resolve_device(device)
         use_threads(num_threads, self.device)
         autocast = compute_dtype(dtype, self.device)
@@ -146,6 +146,20 @@ class TextEmbedder:
         batch["vector"] = vectors
         batch["truncated"] = lengths >= self.max_length
         return batch
+
+
+def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dtype: str = "auto",
+                   trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+    """ICCError for a `TextEmbedder` load setting of the wrong type or value (the model is not loaded)."""
+    if not isinstance(model, str) or not model:
+        raise ICCError(f"model must be a model name or path, got {model!r}")
+    check_positive_int(max_length, "max_length")
+    if pooling not in POOLINGS:
+        raise ICCError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
+    check_dtype(dtype)
+    for name, flag in (("trust_remote_code", trust_remote_code), ("allow_pickle", allow_pickle)):
+        if not isinstance(flag, bool):
+            raise ICCError(f"{name} must be true or false, got {flag!r}")
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
