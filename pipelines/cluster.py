@@ -25,17 +25,17 @@ def run(cfg: DictConfig) -> None:
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
                            pool=to_kwargs(cfg.llm.pool))
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
-    check_embed_settings(to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool), cfg.output.shard_rows)
+    columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
+    check_embed_settings(embedder, pool, cfg.output.shard_rows)
     if cfg.report.enabled:
         check_report(cfg.report.max_points, cfg.report.projection)
-    columns, embedder = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool")
     fingerprint = file_fingerprint(cfg.data.path)
     settings = embed_settings(cfg.data.path, columns, embedder, fingerprint)
     with rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):  # refuses before any work
         start_ray(**cfg.ray)
         timer = StageTimer()
         with timer("embed"):  # resumes a run cut off in this stage; skipped when out holds it complete
-            shards, embedded_now = embed_corpus(cfg.data.path, columns, embedder, to_kwargs(cfg.embedder.pool), out,
+            shards, embedded_now = embed_corpus(cfg.data.path, columns, embedder, pool, out,
                                                 cfg.output.shard_rows, fingerprint)
         shards.check_clusterable(cfg.data.path)
         with timer("cluster"):

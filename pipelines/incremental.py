@@ -14,11 +14,11 @@ from icc.ray_runtime import start_ray
 def run(cfg: DictConfig) -> None:
     state = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
-    check_embed_settings(to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool), cfg.output.shard_rows)
+    embedder, pool = to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
+    check_embed_settings(embedder, pool, cfg.output.shard_rows)
     start_ray(**cfg.ray)
-    run_dir, metrics = run_incremental(
-        cfg.data.path, state, to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"),
-        to_kwargs(cfg.embedder.pool), clusterer, cfg.output.shard_rows, **to_kwargs(cfg.schedule, "state"))
+    run_dir, metrics = run_incremental(cfg.data.path, state, to_kwargs(cfg.data, "path"), embedder, pool, clusterer,
+                                       cfg.output.shard_rows, **to_kwargs(cfg.schedule, "state"))
     write_run_record(run_dir, "incremental", cfg)
     print_summary(run_dir, metrics)
 
