@@ -106,6 +106,19 @@ def renew(directory, *names: str) -> None:
         manifest.save()
 
 
+def forget(directory, *names: str) -> None:
+    """Delete `names` in `directory` that its manifest lists as icc's and drop them from it (the
+    reverse of `renew`); a name the manifest does not list is left alone."""
+    directory = Path(directory)
+    manifest = Manifest.load(directory)
+    listed = [name for name in names if name in manifest.entries]
+    for name in listed:
+        _delete(directory / name)
+    if listed:
+        manifest.entries = [name for name in manifest.entries if name not in listed]
+        manifest.save()
+
+
 def _delete(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -123,7 +136,7 @@ def open_run(out, data_path: str, settings: dict, overwrite: bool = False):
     out, settings = Path(out), json.loads(json.dumps(settings, default=str))  # as the manifest holds them
     _check_apart(out, data_path)
     out.mkdir(parents=True, exist_ok=True)
-    with _lock(out):
+    with lock_dir(out):
         manifest = Manifest.load(out)
         foreign = manifest.foreign()
         if foreign:
@@ -170,9 +183,10 @@ def _check_apart(out: Path, data_path: str) -> None:
 
 
 @contextlib.contextmanager
-def _lock(out: Path):
-    """Hold `out`'s lock while the block runs; ICCError naming the holder if another process holds
-    it. The OS releases the lock of a process that dies, so the lock of a killed run is taken over."""
+def lock_dir(out: Path, setting: str = "output.dir"):
+    """Hold the lock of directory `out` (given as `setting`) while the block runs; ICCError naming the holder
+    if another process holds it. The OS releases the lock of a process that dies, so the lock of a
+    killed run is taken over."""
     lock = FileLock(out / LOCK, timeout=0)
     try:
         lock.acquire()
@@ -182,8 +196,8 @@ def _lock(out: Path):
             by = f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
         except (ICCError, KeyError, TypeError):
             by = "holder unknown"
-        raise ICCError(f"output.dir {out} is in use by another icc run ({by}): wait for it to end, "
-                       f"or choose another output.dir") from None
+        raise ICCError(f"{setting} {out} is in use by another icc run ({by}): wait for it to end, "
+                       f"or choose another {setting}") from None
     try:
         write_json(out / LOCK_HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
                                        "since": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"})
