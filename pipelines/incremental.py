@@ -6,20 +6,22 @@ from omegaconf import DictConfig
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus.embed_stage import check_embed_settings
-from icc.corpus.incremental import print_summary, run_incremental
+from icc.corpus.incremental import open_state, print_summary, run_incremental
 from icc.pipeline import hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
 
 def run(cfg: DictConfig) -> None:
-    state = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
+    state_dir = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
     embedder, pool = to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
-    start_ray(**cfg.ray)
-    run_dir, metrics = run_incremental(cfg.data.path, state, to_kwargs(cfg.data, "path"), embedder, pool, clusterer,
-                                       cfg.output.shard_rows, **to_kwargs(cfg.schedule, "state"))
-    write_run_record(run_dir, "incremental", cfg)
+    with open_state(state_dir, cfg.schedule.rebuild) as state:  # a state in use or torn stops the run before Ray
+        start_ray(**cfg.ray)
+        run_dir, metrics = run_incremental(state, cfg.data.path, to_kwargs(cfg.data, "path"), embedder, pool,
+                                           clusterer, cfg.output.shard_rows,
+                                           **to_kwargs(cfg.schedule, "state", "rebuild"))
+        write_run_record(run_dir, "incremental", cfg)
     print_summary(run_dir, metrics)
 
 

@@ -4,14 +4,18 @@ new partitions, re-runs are idempotent, and drift or schedule.refit=true refits 
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import time
 
 import numpy as np
 import pyarrow.csv
 import pytest
-from conftest import TEXT, run_icc
+from conftest import BIN, ROOT, TEXT, run_icc
 
 from icc.cluster import make_clusterer
-from icc.corpus.incremental import State, read_assignments, run_incremental
+from icc.corpus.incremental import State, open_state, read_assignments, run_incremental
 from icc.errors import ICCError
 
 FIRST, ROWS = 160, 40  # rows of the first partition, of the later ones
@@ -29,12 +33,13 @@ def write_partition(root, name, table):
 def schedule(data, state, **options):
     clusterer = make_clusterer("kmeans", k=4, seed=0)
     options.setdefault("drift_threshold", DRIFT)
-    return run_incremental(data, state, COLUMNS, EMBEDDER, POOL, clusterer, shard_rows=32, **options)[1]
+    with open_state(state) as held:
+        return run_incremental(held, data, COLUMNS, EMBEDDER, POOL, clusterer, shard_rows=32, **options)[1]
 
 
 def snapshot(state):
     table = read_assignments(state)
-    return table.select(["partition", "id", "cluster", "distance"]).to_pylist(), State(state).centroids()
+    return table.select(["partition", "id", "cluster", "distance"]).to_pylist(), State.load(state).centroids()
 
 
 def test_incremental_runs(ray_session, tmp_path):
@@ -98,11 +103,10 @@ def test_files_beside_the_partitions_are_refused(tmp_path):
     (tmp_path / "date=2026-01-01").mkdir()
     (tmp_path / "flat.csv").write_text("text\nhello\n")
     with pytest.raises(ICCError, match=r"data.path holds files beside its partitions \(flat.csv\)"):
-        run_incremental(tmp_path, tmp_path / "state", COLUMNS, EMBEDDER, POOL, make_clusterer("kmeans", k=2), 32)
+        schedule(tmp_path, tmp_path / "state")
     (tmp_path / "flat.csv").unlink()
     with pytest.raises(ICCError, match="no partitions"):
-        run_incremental(tmp_path / "date=2026-01-01", tmp_path / "state", COLUMNS, EMBEDDER, POOL,
-                        make_clusterer("kmeans", k=2), 32)
+        schedule(tmp_path / "date=2026-01-01", tmp_path / "state")
 
 
 def test_an_unreadable_partition_is_recorded_and_blocks_no_run(ray_session, tmp_path):
@@ -126,3 +130,150 @@ def test_an_unreadable_partition_is_recorded_and_blocks_no_run(ray_session, tmp_
     assert refit["stored_partitions_not_in_data_path"] == ["date=2026-01-02"]
     assert refit["fit"]["partitions"] == ["date=2026-01-01"] and refit["fit"]["rows"] == ROWS
     assert sorted(State.load(state).partitions) == ["date=2026-01-01"]
+
+
+# The state directory under faults (issue 17), through the command line: real runs, killed by signals.
+PARTITION_ROWS = (120, 40, 40, 40)
+SHARD_ROWS = 8  # many small shards: a refit's assign stage lasts long enough to be killed midway
+
+
+def command(ray_address, data, state, *overrides) -> list[str]:
+    return ["incremental", f"ray.address={ray_address}", "ray.progress_bars=false", f"data.path={data}",
+            "data.label_column=label", "clusterer.k=4", "embedder.max_length=32", "embedder.pool.rows_per_batch=64",
+            f"output.shard_rows={SHARD_ROWS}", f"schedule.state={state}", f"output.dir={state.parent / 'hydra'}",
+            *overrides]
+
+
+@pytest.fixture(scope="module")
+def fitted(ray_address, tmp_path_factory):
+    """(corpus, state): 4 partitions of AG News and the state of one run that fitted k=4 on them."""
+    news = pyarrow.csv.read_csv(TEXT / "agnews_test.csv")
+    base = tmp_path_factory.mktemp("incremental")
+    data, state = base / "corpus", base / "state"
+    for day, (start, rows) in enumerate(zip(np.cumsum((0, *PARTITION_ROWS[:-1])), PARTITION_ROWS), 1):
+        write_partition(data, f"date=2026-01-0{day}", news.slice(int(start), rows))
+    result = run_icc(*command(ray_address, data, state))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return data, state
+
+
+def copy_of(state, tmp_path):
+    return shutil.copytree(state, tmp_path / "state")
+
+
+def assert_refused(result, *parts):
+    """Exit 2 with one line on stderr holding every one of `parts`."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("icc: error: "), result.stderr[-3000:]
+    for part in parts:
+        assert part in lines[0], lines[0]
+
+
+def start(args):
+    return subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(job, ready, timeout=120):
+    """Wait until `ready()` while `job` runs; assert that it did and that the job still runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and job.poll() is None and not ready():
+        time.sleep(0.002)
+    assert ready() and job.poll() is None, "the run ended before it got there"
+
+
+def lock_holder(state) -> int | None:
+    try:
+        return json.loads((state / ".icc.lock.holder").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_run_killed_during_refit_leaves_the_state_before_and_its_rerun_ends_as_an_uninterrupted_one(
+        ray_address, fitted, tmp_path):
+    """Before: the refit rewrote each partition's assignments in place, so the kill left cluster ids
+    of two fits mixed (and a partition's assignments cut short) under the old state.json, for good."""
+    data, fitted_state = fitted
+    state, clean = copy_of(fitted_state, tmp_path), shutil.copytree(fitted_state, tmp_path / "clean")
+    before = snapshot(state)
+    refit = command(ray_address, data, state, "schedule.refit=true", "clusterer.k=5")
+    since = time.time_ns()
+
+    def refit_assigning():  # a shard of the refit's assignments is written
+        for shard in state.glob("partitions/*/assignments*/part-*.parquet"):
+            try:
+                if shard.stat().st_mtime_ns > since:
+                    return True
+            except OSError:  # renamed or removed meanwhile
+                pass
+        return False
+
+    job = start(refit)
+    try:
+        wait_for(job, refit_assigning)
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=30)
+    finally:
+        job.kill()
+        job.wait()
+    rows, centroids = snapshot(state)
+    assert rows == before[0] and np.array_equal(centroids, before[1])  # the state of the run before, whole
+    assert any(len(list(p.glob("assignments*"))) > 1 for p in (state / "partitions").iterdir())  # cut off midway
+    assert lock_holder(state) == job.pid  # the killed run's lock file stays, naming it
+
+    rerun = run_icc(*refit)  # takes over the dead run's lock
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    uninterrupted = run_icc(*command(ray_address, data, clean, "schedule.refit=true", "clusterer.k=5"))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    rows, centroids = snapshot(state)
+    clean_rows, clean_centroids = snapshot(clean)
+    assert rows == clean_rows and np.array_equal(centroids, clean_centroids) and len(centroids) == 5
+    assert State.load(state).fit["rows"] == sum(PARTITION_ROWS)
+    # What the killed run wrote and the fit before are deleted once the re-run's state.json names its own.
+    assert [len(list(p.glob("assignments*"))) for p in (state / "partitions").iterdir()] == [1] * len(PARTITION_ROWS)
+    assert len(list((state / "fits").glob("*.npy"))) == 1
+
+
+def test_second_run_on_a_state_in_use_refuses_at_once_and_a_killed_runs_lock_is_taken_over(
+        ray_address, fitted, tmp_path):
+    """Before: two runs on one state wrote it at the same time."""
+    data, fitted_state = fitted
+    state = copy_of(fitted_state, tmp_path)
+    args = command(ray_address, data, state, "schedule.refit=true")
+    first = start(args)
+    try:
+        wait_for(first, lambda: lock_holder(state) == first.pid)
+        first.send_signal(signal.SIGSTOP)  # holds the lock, as a long run does
+        second = run_icc(*args)
+        assert_refused(second, f"schedule.state {state} is in use by another icc run",
+                       f"pid {first.pid} on {socket.gethostname()}")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        first.kill()
+        first.wait()
+    assert len(State.load(state).runs) == 1  # neither run changed the state
+    third = run_icc(*args)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert State.load(state).runs[-1]["action"] == "refit"
+
+
+def test_torn_state_json_is_one_line_with_the_way_out_and_rebuild_restores_the_fit(ray_address, fitted, tmp_path):
+    """Before: a JSONDecodeError traceback, and no way on but deleting the state (and every embedding)."""
+    data, fitted_state = fitted
+    state = copy_of(fitted_state, tmp_path)
+    before = snapshot(state)
+    text = (state / "state.json").read_text()
+    (state / "state.json").write_text(text[: len(text) // 2])  # torn mid-write (by a copy, say)
+
+    refused = run_icc(*command(ray_address, data, state))
+    assert_refused(refused, f"{state / 'state.json'} is torn or corrupt", "schedule.rebuild=true")
+    with pytest.raises(ICCError, match="schedule.rebuild=true"):
+        read_assignments(state)
+
+    rebuilt = run_icc(*command(ray_address, data, state, "schedule.rebuild=true"))
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    (run,) = State.load(state).runs
+    metrics = json.loads((state / "runs" / run["run"] / "metrics.json").read_text())
+    assert metrics["action"] == "fit" and metrics["rows_embedded_this_run"] == 0  # every partition's shards verified
+    rows, centroids = snapshot(state)
+    assert rows == before[0] and np.array_equal(centroids, before[1])

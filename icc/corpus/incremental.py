@@ -3,12 +3,14 @@
 `data.path` holds partitions: its sub-directories (e.g. `date=2026-01-01/`), each of files that
 `read_corpus` reads. The state directory keeps what earlier runs made:
 
-    state.json                  the partitions done {name: fingerprint, rows, embedded, run}, the ones
-                                rejected {name: fingerprint, reason, run}, the fit, the runs
-    centroids.npy               (k, dim) float32 centroids of the current fit
-    partitions/<name>/          the partition's embed shards (texts/embeddings.parquet, embed.json)
-                                and assignments.parquet (id, cluster, distance, reason)
+    state.json                  the partitions done {name: fingerprint, rows, embedded, run, assignments},
+                                the ones rejected {name: fingerprint, reason, run}, the fit, the runs
+    fits/<run id>.npy           (k, dim) float32 centroids of the fit that run made (state.json's fit.run)
+    partitions/<name>/          the partition's embed shards (texts/embeddings.parquet, embed.json) and
+                                assignments-<run id>.parquet (id, cluster, distance, reason): those that
+                                run made (the partition's `assignments` in state.json)
     runs/<run id>/metrics.json  what each run did
+    .icc.lock                   held by the run writing here (`icc.corpus.rundir.lock_dir`)
 
 A partition is known by its name and the sha256 of its files' names and bytes, so a partition
 whose files are rewritten with other rows is new again (re-embedded, its assignments replaced) and
@@ -25,12 +27,23 @@ embeds the new partitions, then
   `drift_threshold`, or on `refit`, it fits again on the stored embeddings of every partition
   and assigns them all again (`refit`); a partition no longer in `data.path` is dropped from the
   state then (until a refit it keeps its assignments, listed as `stored_partitions_not_in_data_path`).
-Every row goes to its nearest centroid. state.json is written last, so a run killed midway leaves
-the state of the run before; its re-run reuses the embeddings that were written (`icc.corpus.embed_stage`).
+Every row goes to its nearest centroid.
+
+A run never changes a file that state.json names: it writes its centroids and assignments under its
+own run id, then state.json by an atomic rename (the switch), and only then deletes the centroids
+and assignments that state.json no longer names (`State.commit`). So a run killed at any point
+leaves the state of the run before, whole; its re-run reuses the embeddings that were written
+(`icc.corpus.embed_stage`). One run at a time holds the directory (`open_state`). A state.json
+that is torn, corrupt or names files that are gone is an ICCError with the way out: `rebuild`
+(schedule.rebuild=true) starts from an empty state, which re-uses every partition's embeddings
+whose embed.json is complete and matches its files (`icc.corpus.embed_stage`), embeds the others,
+and fits on them all: the assignments of an uninterrupted fit on the same partitions.
 """
 
+import contextlib
 import io
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +53,7 @@ import pyarrow as pa
 
 from icc.cluster.base import Clusterer
 from icc.corpus.embed_stage import embed_corpus
-from icc.corpus.rundir import ASSIGNMENTS
+from icc.corpus.rundir import ASSIGNMENTS, Manifest, forget, lock_dir, renew
 from icc.corpus.sharded import Fitted, assign_shards, expand_contingency, fit_shards
 from icc.corpus.shards import Shards, combine_shards
 from icc.data.fingerprint import file_fingerprint
@@ -51,7 +64,7 @@ from icc.metrics import external_metrics
 from icc.pipeline import METRICS, StageTimer
 
 STATE = "state.json"
-CENTROIDS = "centroids.npy"
+FITS = "fits"
 
 
 @dataclass
@@ -66,24 +79,43 @@ class State:
 
     @classmethod
     def load(cls, state_dir) -> "State":
+        """The state in `state_dir` (empty where it has no state.json); ICCError with the way out
+        where state.json is torn or corrupt, or a file it names is gone."""
         path = Path(state_dir) / STATE
         if not path.is_file():
             return cls(dir=Path(state_dir))
         try:
-            return cls(dir=Path(state_dir), **json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ICCError(f"{path} is not an icc state file: {e}") from None
+            state = cls(dir=Path(state_dir), **json.loads(path.read_text()))
+            missing = [p for p in state._named_files() if not p.exists()]
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ICCError(f"{path} is torn or corrupt ({type(e).__name__}: {str(e).splitlines()[0]}): "
+                           f"{_way_out(state_dir)}") from None
+        if missing:
+            raise ICCError(f"{path} names files that are gone ({', '.join(map(str, missing[:3]))}): "
+                           f"{_way_out(state_dir)}")
+        return state
 
-    def save(self, centroids: np.ndarray | None = None) -> None:
-        """Write the centroids of a new fit, then state.json, each by an atomic rename."""
+    def _named_files(self) -> list[Path]:
+        """The centroids and assignments that state.json names."""
+        centroids = [self._centroids_path()] if self.fit is not None else []
+        return centroids + [self.assignments(name) for name in self.partitions]
+
+    def commit(self, centroids: np.ndarray | None = None) -> None:
+        """Switch to what this run wrote: write the centroids of its new fit (`fit`), then state.json
+        by an atomic rename, then delete the centroids and assignments that state.json no longer names."""
         if centroids is not None:
             buffer = io.BytesIO()
             np.save(buffer, centroids.astype(np.float32))
-            write_atomic(self.dir / CENTROIDS, buffer.getvalue())
+            renew(self.dir / FITS, self._centroids_path().name)
+            write_atomic(self._centroids_path(), buffer.getvalue())
         write_json(self.dir / STATE, {key: value for key, value in asdict(self).items() if key != "dir"})
+        for name in self.partitions:
+            _prune(self.partition_dir(name), "assignments", self.assignments(name).name)
+        if self.fit is not None:
+            _prune(self.dir / FITS, "", self._centroids_path().name)
 
     def accept(self, name: str, fingerprint: str, shards: Shards, run: str) -> None:
-        """Record partition `name` as embedded (its `shards`) by `run`."""
+        """Record partition `name` as embedded (its `shards`) by `run` (its assignments: `assigned`)."""
         self.rejected.pop(name, None)
         self.partitions[name] = {"fingerprint": fingerprint, "rows": shards.n_rows, "embedded": shards.n_embedded,
                                  "run": run}
@@ -93,11 +125,48 @@ class State:
         self.partitions.pop(name, None)
         self.rejected[name] = {"fingerprint": fingerprint, "reason": reason, "run": run}
 
+    def assigned(self, name: str, run: str) -> None:
+        """Make partition `name`'s assignments those that `run` wrote (from the next `commit`)."""
+        self.partitions[name]["assignments"] = run
+
     def partition_dir(self, name: str) -> Path:
         return self.dir / "partitions" / name
 
+    def assignments(self, name: str) -> Path:
+        """The directory of partition `name`'s current assignments (Parquet shards)."""
+        return self.partition_dir(name) / _assignments_name(self.partitions[name]["assignments"])
+
     def centroids(self) -> np.ndarray:
-        return np.load(self.dir / CENTROIDS, allow_pickle=False)
+        """(k, dim) float32 centroids of the current fit."""
+        return np.load(self._centroids_path(), allow_pickle=False)
+
+    def _centroids_path(self) -> Path:
+        return self.dir / FITS / f"{self.fit['run']}.npy"
+
+
+def _assignments_name(run: str) -> str:
+    return f"assignments-{run}.parquet"
+
+
+def _prune(directory: Path, prefix: str, keep: str) -> None:
+    """Delete the entries named `prefix`... that icc wrote in `directory` (its manifest lists them), but `keep`."""
+    forget(directory, *[name for name in Manifest.load(directory).entries if name.startswith(prefix) and name != keep])
+
+
+def _way_out(state_dir) -> str:
+    return (f"re-run with schedule.rebuild=true to rebuild the state from the partitions' embeddings that verify "
+            f"(then a fit on them all), or remove {state_dir} to start afresh")
+
+
+@contextlib.contextmanager
+def open_state(state_dir, rebuild: bool = False):
+    """Hold the state directory for one run and yield its `State` (empty with `rebuild`). ICCError,
+    before any work, where another process holds it (naming that one), or state.json is torn or
+    corrupt (without `rebuild`)."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with lock_dir(state_dir, "schedule.state"):
+        yield State(dir=state_dir) if rebuild else State.load(state_dir)
 
 
 def find_partitions(path) -> dict[str, Path]:
@@ -127,9 +196,9 @@ class Assignment:
     contingency: dict
 
 
-def assign_partitions(state: State, names: list[str], centroids: np.ndarray) -> Assignment:
-    """Assign every row of the partitions `names` to its nearest centroid, writing each one's
-    assignments.parquet (replacing an earlier one)."""
+def assign_partitions(state: State, names: list[str], centroids: np.ndarray, run: str) -> Assignment:
+    """Assign every row of the partitions `names` to its nearest centroid, as `run`'s assignments of
+    each (assignments-<run>.parquet, written beside those state.json names, which stay until `commit`)."""
     nearest = Clusterer()
     nearest.cluster_centers_ = centroids
     fitted = Fitted(nearest, fraction=1.0, sample_labels=None, distributed=False)
@@ -137,11 +206,15 @@ def assign_partitions(state: State, names: list[str], centroids: np.ndarray) -> 
     sizes = np.zeros(len(centroids), np.int64)
     for name in names:
         shards = Shards.load(state.partition_dir(name))
-        assigned = assign_shards(fitted, shards, top=0)
+        assigned = assign_shards(fitted, shards, top=0)  # to assignments.parquet, then renamed whole
         sizes += assigned.sizes
         for pair, count in assigned.contingency.items():
             contingency[pair] = contingency.get(pair, 0) + count
-        table = read_output(shards.dir / ASSIGNMENTS, ["cluster", "distance"])
+        target = _assignments_name(run)
+        renew(shards.dir, target)  # a cut-off run's leftover of the same name, which state.json never named
+        os.replace(shards.dir / ASSIGNMENTS, shards.dir / target)
+        state.assigned(name, run)
+        table = read_output(state.assignments(name), ["cluster", "distance"])
         cluster = table["cluster"].to_numpy()
         clusters.append(cluster[cluster >= 0])
         distances.append(table["distance"].to_numpy(zero_copy_only=False)[cluster >= 0])
@@ -167,17 +240,16 @@ def scores(assignment: Assignment) -> dict:
     return {name: found[name] for name in ("acc", "ari", "nmi")}
 
 
-def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: dict, clusterer: Clusterer,
+def run_incremental(state: State, data_path, columns: dict, embedder: dict, pool: dict, clusterer: Clusterer,
                     shard_rows: int, refit: bool = False, drift_threshold: float = 0.25,
                     far_quantile: float = 0.95) -> tuple[Path, dict]:
-    """One scheduled run (see the module docstring); Ray must be started. columns, embedder, pool:
-    as for `icc.corpus.embed_stage.embed_corpus`; clusterer: unfitted, used when (re)fitting. Returns the
-    run's directory and its metrics (also in its metrics.json)."""
+    """One scheduled run on `state`, held by `open_state` (see the module docstring); Ray must be
+    started. columns, embedder, pool: as for `icc.corpus.embed_stage.embed_corpus`; clusterer:
+    unfitted, used when (re)fitting. Returns the run's directory and its metrics (also in its metrics.json)."""
     if not 0 < far_quantile < 1:
         raise ICCError(f"schedule.far_quantile must be in (0, 1), got {far_quantile!r}")
     partitions = find_partitions(data_path)
     timer = StageTimer()
-    state = State.load(state_dir)
     run_id = f"{len(state.runs) + 1:05d}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     run_dir = state.dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +282,7 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
     action, reason = ("fit", "no fit yet") if state.fit is None else ("refit", "schedule.refit=true") if refit else (None, "")
     if action is None and new:
         with timer("assign"):
-            assignment = assign_partitions(state, new, state.centroids())
+            assignment = assign_partitions(state, new, state.centroids(), run_id)
         metrics["drift"] = drift(assignment, state.fit)
         metrics.update(scores(assignment))
         passed = [f"{stat} {metrics['drift'][stat]:.3f} > {drift_threshold}" for stat in ("far_share", "size_tvd")
@@ -226,7 +298,7 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
             fitted = fit_shards(clusterer, combine_shards([Shards.load(state.partition_dir(n)) for n in names]))
             centroids = fitted.clusterer.cluster_centers_
         with timer("assign_all"):
-            assignment = assign_partitions(state, names, centroids)
+            assignment = assign_partitions(state, names, centroids, run_id)
         state.fit = {"run": run_id, "k": len(centroids), "rows": len(assignment.clusters),
                      "fit_rows": int(fitted.clusterer.fit_rows_), "partitions": names, "far_quantile": far_quantile,
                      "reference_distance": float(np.quantile(assignment.distances, far_quantile)),
@@ -238,7 +310,7 @@ def run_incremental(data_path, state_dir, columns: dict, embedder: dict, pool: d
     metrics.update({"action": action or "none", "refit_reason": reason, "fit": state.fit, "seconds": timer.seconds})
     write_json(run_dir / METRICS, metrics)
     state.runs.append({"run": run_id, "action": metrics["action"], "new_partitions": new})
-    state.save(centroids)
+    state.commit(centroids)
     return run_dir, metrics
 
 
@@ -252,11 +324,12 @@ def _fingerprint(partition: Path) -> str:
 
 
 def read_assignments(state_dir) -> pa.Table:
-    """The assignments of every stored partition, with a `partition` column, in partition order."""
+    """The assignments of every stored partition that state.json names, with a `partition` column,
+    in partition order."""
     state = State.load(state_dir)
     tables = []
     for name in sorted(state.partitions):
-        table = read_output(state.partition_dir(name) / ASSIGNMENTS)
+        table = read_output(state.assignments(name))
         tables.append(table.append_column("partition", pa.array([name] * table.num_rows, pa.string())))
     if not tables:
         raise ICCError(f"no partitions assigned in {state_dir}")
