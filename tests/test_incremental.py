@@ -262,13 +262,14 @@ def test_torn_state_json_is_one_line_with_the_way_out_and_rebuild_restores_the_f
     data, fitted_state = fitted
     state = copy_of(fitted_state, tmp_path)
     before = snapshot(state)
+    shutil.rmtree(State.load(state).assignments("date=2026-01-02"))
+    with pytest.raises(ICCError, match="state.json names files that are gone .*schedule.rebuild=true"):
+        read_assignments(state)
     text = (state / "state.json").read_text()
     (state / "state.json").write_text(text[: len(text) // 2])  # torn mid-write (by a copy, say)
 
     refused = run_icc(*command(ray_address, data, state))
     assert_refused(refused, f"{state / 'state.json'} is torn or corrupt", "schedule.rebuild=true")
-    with pytest.raises(ICCError, match="schedule.rebuild=true"):
-        read_assignments(state)
 
     rebuilt = run_icc(*command(ray_address, data, state, "schedule.rebuild=true"))
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]

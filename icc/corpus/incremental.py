@@ -164,6 +164,8 @@ def open_state(state_dir, rebuild: bool = False):
     before any work, where another process holds it (naming that one), or state.json is torn or
     corrupt (without `rebuild`)."""
     state_dir = Path(state_dir)
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ICCError(f"schedule.state {state_dir} is a file: give a directory (new or kept by icc incremental)")
     state_dir.mkdir(parents=True, exist_ok=True)
     with lock_dir(state_dir, "schedule.state"):
         yield State(dir=state_dir) if rebuild else State.load(state_dir)
