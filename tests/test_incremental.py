@@ -1,5 +1,6 @@
 """Scheduled incremental runs (`icc incremental`, `icc.corpus.incremental`): the first run fits, later ones assign only the
-new partitions, re-runs are idempotent, and drift or schedule.refit=true refits on every partition."""
+new partitions, re-runs are idempotent, and drift or schedule.refit=true refits on every partition; and the state
+directory under faults: a run SIGKILLed during a refit, a second run on a state in use, a torn state.json."""
 
 import json
 import os
