@@ -45,13 +45,15 @@ def test_synthetic_run_writes_episodes_with_attention(synthetic_run):
     assert str(out) in result.stdout and "attention_oracle" in result.stdout
     rows = pq.read_table(out / "episodes.parquet").to_pylist()
     assert len(rows) == 2
-    methods = ["generate", "attention", "attention_oracle", "kmeans", "gmm", "spectral"]
+    methods = ["generate", "attention", "attention_oracle", "kmeans", "gmm", "spectral", "chance", "one_cluster"]
     for row in rows:
         n = row["n"]
         assert (row["k"], row["d"], row["df"]) == (2, 1, 100.0) and 10 <= n <= 12
         assert len(row["points"]) == len(row["labels"]) == n
         assert row["parse_status"] in {"ok", "padded", "trimmed", "no_list"} and isinstance(row["answer"], str)
         assert all(len(row[f"pred_{m}"]) == n and 0 <= row[f"acc_{m}"] <= 1 for m in methods)
+        assert row["pred_one_cluster"] == [0] * n and row["ari_one_cluster"] == 0  # the floor ignores the items
+        assert set(row["pred_chance"]) <= {0, 1}
         orders = np.array(row["attention_orders"])  # attention.orders=4: the given order, then 3 random ones
         assert orders.shape == (4, n) and orders[0].tolist() == list(range(n))
         assert all(sorted(order) == list(range(n)) for order in orders)

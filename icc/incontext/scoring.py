@@ -14,8 +14,10 @@ from icc.metrics import external_metrics
 
 METRICS = ("acc", "ari", "nmi")
 GROUPS = ("df", "k", "d", "condition")
-# The methods of `icc incontext`, in the order of its report: the LLM's, then the baselines.
-METHODS = ("generate", "attention", "attention_oracle", "kmeans", "gmm", "spectral", "kmeans_embeddings")
+# The methods of `icc incontext`, in the order of its report: the LLM's, the baselines, then the
+# answers that ignore the items (the floor).
+METHODS = ("generate", "attention", "attention_oracle", "kmeans", "gmm", "spectral", "kmeans_embeddings",
+           "chance", "one_cluster")
 
 
 def episode_scores(labels, pred) -> dict[str, float]:
