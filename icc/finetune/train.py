@@ -21,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icc.checks import check_bool, check_int, check_non_negative, check_positive, check_positive_int
 from icc.errors import ICCError
 from icc.finetune.data import IGNORE, TrainingSet, collate, encode, epoch_steps, micro_batches
-from icc.finetune.lora import add_lora
-from icc.incontext.synthetic import make_episodes
+from icc.finetune.lora import add_lora, check_lora
+from icc.incontext.synthetic import check_grid, make_episodes
 from icc.memory import peak_rss_mib
 from icc.models.llm import load_causal_lm
 
@@ -41,6 +42,40 @@ def check_settings(llm: dict, seed: int, data: dict, evaluation: dict) -> None:
         raise ICCError("llm.adapter must be null: icc finetune trains a new adapter")
     if len({seed, data["validation_seed"], evaluation["seed"]}) < 3:
         raise ICCError("seed, data.validation_seed and evaluation.seed must differ: each draws its own episodes")
+
+
+def check_fit(data: dict, lora: dict, trainer: dict, seed: int) -> int:
+    """ICCError for a `fit` setting of the wrong type or range (the config's `data`, `lora` and
+    `trainer` groups and `seed`), before any work; returns the optimizer steps of one epoch."""
+    check_int(seed, "seed")
+    check_positive_int(data["episodes"], "data.episodes")
+    check_grid(data["ks"], data["ds"], data["dfs"], data["n_range"])
+    check_bool(data["augment"], "data.augment")
+    check_int(data["validation_episodes"], "data.validation_episodes")
+    check_int(data["validation_seed"], "data.validation_seed")
+    check_lora(**lora)
+    for key in ("workers", "micro_batch_size", "accumulation", "epochs", "log_every"):
+        check_positive_int(trainer[key], f"trainer.{key}")
+    for key in ("warmup_steps", "eval_every", "checkpoint_every"):
+        check_int(trainer[key], f"trainer.{key}")
+    check_positive_int(trainer["max_steps"], "trainer.max_steps", allow_none=True)
+    check_positive_int(trainer["threads"], "trainer.threads", allow_none=True)
+    check_positive_int(trainer["keep_checkpoints"], "trainer.keep_checkpoints", allow_none=True)
+    check_int(trainer["max_failures"], "trainer.max_failures", minimum=-1)
+    for key in ("lr", "grad_clip", "cpus_per_worker"):
+        check_positive(trainer[key], f"trainer.{key}")
+    check_non_negative(trainer["weight_decay"], "trainer.weight_decay")
+    check_bool(trainer["use_gpu"], "trainer.use_gpu", allow_none=True)
+    for key in ("gradient_checkpointing", "resume"):
+        check_bool(trainer[key], f"trainer.{key}")
+    if trainer["zero_stage"] not in (0, 1, 2):
+        raise ICCError(f"trainer.zero_stage must be 0, 1 or 2, got {trainer['zero_stage']!r}")
+    examples = data["episodes"] * len(data["ks"]) * len(data["ds"]) * len(data["dfs"])
+    per_epoch = steps_per_epoch(examples, trainer["micro_batch_size"], trainer["workers"], trainer["accumulation"])
+    if per_epoch == 0:
+        raise ICCError(f"{examples} training episodes do not fill one optimizer step of "
+                       f"workers x micro_batch_size x accumulation episodes")
+    return per_epoch
 
 
 def steps_per_epoch(examples: int, micro_batch_size: int, workers: int, accumulation: int) -> int:
@@ -61,22 +96,13 @@ def fit(out: Path, load: dict, data: dict, lora: dict, trainer: dict, seed: int)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    for key in ("workers", "micro_batch_size", "accumulation", "epochs", "log_every"):
-        if not isinstance(trainer[key], int) or trainer[key] < 1:
-            raise ICCError(f"trainer.{key} must be a positive integer, got {trainer[key]!r}")
-    if trainer["zero_stage"] not in (0, 1, 2):
-        raise ICCError(f"trainer.zero_stage must be 0, 1 or 2, got {trainer['zero_stage']!r}")
+    per_epoch = check_fit(data, lora, trainer, seed)
     started = (out / RUN / _SNAPSHOT).exists()
     if trainer["resume"] and not started:
         raise ICCError(f"trainer.resume=true but {out / RUN} holds no checkpoint to resume from")
     if started and not trainer["resume"]:
         raise ICCError(f"{out / RUN} already holds a training run: trainer.resume=true goes on with it, "
                        "or choose another output.dir")
-    examples = data["episodes"] * len(data["ks"]) * len(data["ds"]) * len(data["dfs"])
-    per_epoch = steps_per_epoch(examples, trainer["micro_batch_size"], trainer["workers"], trainer["accumulation"])
-    if per_epoch == 0:
-        raise ICCError(f"{examples} training episodes do not fill one optimizer step of "
-                       f"workers x micro_batch_size x accumulation episodes")
     config = {
         "load": load, "data": data, "lora": lora, "trainer": trainer, "seed": seed,
         "steps": trainer["max_steps"] or trainer["epochs"] * per_epoch, "steps_per_epoch": per_epoch,
