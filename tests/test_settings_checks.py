@@ -24,10 +24,8 @@ def refused_before_ray(pipeline: str, tmp_path, *overrides: str) -> str:
 
 @pytest.mark.parametrize("overrides, message", [
     (["llm.generate.max_new_tokens=abc"], "llm.generate.max_new_tokens must be a positive integer, got 'abc'"),
-    (["llm.generate.episodes_per_batch=0"], "llm.generate.episodes_per_batch must be a positive integer, got 0"),
     (["attention.orders=0"], "attention.orders must be a positive integer, got 0"),
     (["attention.layers=[99]"], "attention layers [99] outside the model's 30 layers (0..29)"),
-    (["data.episodes=-1"], "the number of episodes must be a positive integer, got -1"),
     (["data.n_range=[30,10]"], "synthetic episodes: n_range must be [low, high], integers with 1 <= low <= high, got [30, 10]"),
     (["data=numeric"], "give data.path=<value>: it has no default"),
     (["data=numeric", f"data.path={WINE}.data", f"data.labels={WINE}.labels0", "data.k_range=[3,2]"],
@@ -40,12 +38,10 @@ def test_icc_incontext_checks_its_settings_before_ray(tmp_path, overrides, messa
 
 @pytest.mark.parametrize("override, message", [
     ("trainer.lr=x", "trainer.lr must be a positive number, got 'x'"),
-    ("trainer.workers=0", "trainer.workers must be a positive integer, got 0"),
     ("trainer.resume=maybe", "trainer.resume must be true or false, got 'maybe'"),
     ("lora.r=0", "lora.r must be a positive integer, got 0"),
     ("lora.dropout=1.5", "lora.dropout must be below 1, got 1.5"),
     ("evaluation.episodes=-2", "evaluation.episodes must be a non-negative integer, got -2"),
-    ("data.n_range=[30,10]", "n_range must be [low, high], integers with 1 <= low <= high, got [30, 10]"),
     ("llm.pool.actors=0", "actors must be a positive integer or null, got 0"),
     ("llm.model=/nope", "model path /nope does not exist"),
 ])
@@ -55,11 +51,9 @@ def test_icc_finetune_checks_its_settings_before_ray(tmp_path, override, message
 
 @pytest.mark.parametrize("overrides, message", [
     (["bench.cpus_per_cell=0"], "bench.cpus_per_cell must be a positive number, got 0"),
-    (["bench.seed=x"], "bench.seed must be a non-negative integer, got 'x'"),
     (["bench.embedders=[minilm]", "embedder.pool.batch_size=abc"], "embedder 'minilm': batch_size must be a positive integer"),
     (["bench.embedders=[/nope]"], "embedder '/nope': model path /nope does not exist"),
     (["datasets.cstr.path=/nope.csv"], "dataset 'cstr': data.path not found: /nope.csv"),
-    (["datasets.cstr.k=1"], "dataset 'cstr': k must be an integer >= 2 or null, got 1"),
     (["bench.summarize=true", "summarize.texts_per_batch=0"], "summarize.texts_per_batch must be a positive integer, got 0"),
 ])
 def test_icc_bench_checks_its_settings_before_ray(tmp_path, overrides, message):
@@ -70,10 +64,8 @@ def test_icc_bench_checks_its_settings_before_ray(tmp_path, overrides, message):
 @pytest.mark.parametrize("override, message", [
     ("top_k=0", "top_k must be a positive integer, got 0"),
     ("search.clusters=x", "search.clusters must be a positive integer, got 'x'"),
-    ("search.preview_chars=0", "search.preview_chars must be a positive integer, got 0"),
     ("search.rerank=bm25", "unknown search.rerank 'bm25' (choose from none, llm)"),
     ("rerank.max_calls=-1", "rerank.max_calls must be a non-negative integer, got -1"),
-    ("report=maybe", "report must be true or false, got 'maybe'"),
 ])
 def test_icc_search_checks_its_settings_before_loading_the_run(tmp_path, override, message):
     """`icc search` runs no Ray: a run directory that does not exist would be its first error."""
