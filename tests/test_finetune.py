@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import BIN, ROOT, run_icc
 from omegaconf import OmegaConf
+from test_hostile_input import Payload  # unpickled, it creates a file: what a planted checkpoint could run
 
 from icc.config import CONFIG_DIR
 from icc.errors import ICCError
@@ -260,14 +261,8 @@ def test_resume_without_a_run_is_an_error(ray_address, tiny_model, tmp_path):
     assert result.returncode == 2 and "holds no checkpoint to resume from" in result.stderr
 
 
-class Planted:
-    """A pickle that, when unpickled, creates the file `marker`: what a planted checkpoint could run."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
+RESUME_TO_4 = [*TRAIN, "trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=0",
+               "evaluation.episodes=0", "trainer.resume=true"]
 
 
 @pytest.fixture(scope="module")
@@ -292,15 +287,14 @@ def test_resume_loads_only_checkpoints_this_run_wrote(ray_address, tiny_model, t
     checkpoint = out / "train" / "step_000002"
     assert json.loads((out / "checkpoints.json").read_text()).keys() == {"step_000002"}
     if damage == "replace":  # same name, other bytes
-        torch.save(Planted(marker), checkpoint / "deepspeed" / "mp_rank_00_model_states.pt")
+        torch.save(Payload(marker), checkpoint / "deepspeed" / "mp_rank_00_model_states.pt")
     elif damage == "plant_file":
-        torch.save(Planted(marker), checkpoint / "deepspeed" / "extra.pt")
+        torch.save(Payload(marker), checkpoint / "deepspeed" / "extra.pt")
     elif damage == "plant_checkpoint":
         shutil.copytree(checkpoint, out / "train" / "step_000001")
     else:
         (out / "checkpoints.json").unlink()
-    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *TRAIN, "trainer.max_steps=4",
-                     "trainer.checkpoint_every=2", "trainer.eval_every=0", "evaluation.episodes=0", "trainer.resume=true",
+    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *RESUME_TO_4,
                      f"output.dir={out}")
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("icc: error: ")
@@ -311,8 +305,7 @@ def test_resume_loads_only_checkpoints_this_run_wrote(ray_address, tiny_model, t
 def test_resume_of_an_untouched_run_goes_on(ray_address, tiny_model, two_steps, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(two_steps, out)
-    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *TRAIN, "trainer.max_steps=4",
-                     "trainer.checkpoint_every=2", "trainer.eval_every=0", "evaluation.episodes=0", "trainer.resume=true",
+    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *RESUME_TO_4,
                      f"output.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["train"]["resumed_from_step"] == 2
