@@ -1,12 +1,26 @@
-"""The `icc` command: `icc <pipeline> [hydra overrides]`, e.g. `icc cluster clusterer.k=12`."""
+"""The `icc` command: `icc <pipeline> [hydra overrides]`, e.g. `icc cluster clusterer.k=12`.
+
+The pipeline runs in a child process (`python -m pipelines.<name>`), so that a run whose Ray driver
+dies without Python's shutdown (its core worker exits from C++ when the raylet dies, or a signal
+kills it) still ends with one line naming the stage it was in (`icc.pipeline.STAGE_FILE`), instead
+of Ray's log lines alone. SIGINT and SIGTERM sent to `icc` go to the child, whose exit code (130,
+143, 2, ...) `icc` keeps.
+"""
 
 import ast
-import importlib
+import os
 import pkgutil
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pipelines
+from icc.errors import STOP_SIGNALS
+from icc.pipeline import STAGE_FILE
+
+BEFORE_STAGES = "start-up"  # the stage file's text until the first stage begins
 
 
 def available() -> dict[str, str]:
@@ -32,5 +46,31 @@ def main() -> None:
     if name not in names:
         print(f"icc: error: unknown pipeline '{name}' (choose from {', '.join(names)})", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [f"icc {name}", *sys.argv[2:]]
-    importlib.import_module(f"pipelines.{name}").main()
+    sys.exit(run_pipeline(name, sys.argv[2:]))
+
+
+def run_pipeline(name: str, args: list[str]) -> int:
+    """Run `pipelines.<name>` with `args` in a child process; its exit code, or 1 after one line
+    `icc: error: Ray died during stage <stage> (...)` when it ended without Python's shutdown."""
+    fd, stage_file = tempfile.mkstemp(prefix="icc-stage-")
+    os.write(fd, BEFORE_STAGES.encode())
+    os.close(fd)
+    try:
+        # Its own process group: a Ctrl-C in the terminal reaches it once, forwarded from here.
+        child = subprocess.Popen([sys.executable, "-m", f"pipelines.{name}", *args],
+                                 env={**os.environ, STAGE_FILE: stage_file}, process_group=0)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, lambda signum, frame: child.send_signal(signum))
+        code = child.wait()
+        if code == 0 or not os.path.exists(stage_file):  # Python shut down: the child said what happened
+            return code
+        if -code in STOP_SIGNALS:  # a second SIGINT / SIGTERM, which kills at once
+            print(f"icc: stopped by {signal.Signals(-code).name}", file=sys.stderr)
+            return 128 - code
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        stage = Path(stage_file).read_text()
+        print(f"icc: error: Ray died during stage {stage} (the pipeline's process {how} without Python's shutdown: "
+              "its raylet or a node it needed died, or it crashed; Ray's lines above say which)", file=sys.stderr)
+        return 1
+    finally:
+        Path(stage_file).unlink(missing_ok=True)

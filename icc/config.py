@@ -18,8 +18,9 @@ OmegaConf.register_new_resolver("icc_resource", resource_path, replace=True)
 
 
 def to_kwargs(cfg: DictConfig, *drop: str) -> dict:
-    """A config node as plain keyword arguments, without the keys in `drop`."""
-    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    """A config node as plain keyword arguments, without the keys in `drop`; a value left ???
+    (dropped or not) raises MissingMandatoryValue, which the pipelines show as `give <key>=<value>`."""
+    kwargs = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     return {key: value for key, value in kwargs.items() if key not in drop}
 
 

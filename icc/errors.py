@@ -1,7 +1,8 @@
 """The one exception type for bad input or configuration, and how a pipeline reports it: one line
 on stderr (`icc: error: ...`) and exit code 2, without a traceback (also for a config value
-marked ??? that was not given, and for a command-line override Hydra cannot apply); and how a
-pipeline stops on SIGINT or SIGTERM: at once, with exit code 128 + the signal (130, 143)."""
+marked ??? that was not given, and for a command-line override Hydra cannot apply); a Ray that
+died under a stage, as one line naming the stage and exit code 1; and how a pipeline stops on
+SIGINT or SIGTERM: at once, with exit code 128 + the signal (130, 143)."""
 
 import contextlib
 import difflib
@@ -13,6 +14,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class ICCError(ValueError):
     """Bad input or configuration: the message is shown to the user as is, without a traceback."""
+
+
+class RayDied(Exception):
+    """Ray's raylet or a node the run needed died during `stage` (exit code 1, one line)."""
+
+    def __init__(self, stage: str, error: BaseException):
+        super().__init__(f"Ray died during stage {stage} ({type(error).__name__}: {root_message(error)})")
 
 
 class Stopped(BaseException):
@@ -42,6 +50,9 @@ def user_errors():
     except Stopped as e:
         print(f"icc: stopped by {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
+    except RayDied as e:
+        print(f"icc: error: {e}", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:
         message = _user_error_message(e)
         if message is None:

@@ -1,6 +1,13 @@
 """What every pipeline shares around its stages: the Hydra entry point with one-line user errors,
-stage timings, and the run record (`run.json`: the resolved config and the package versions)."""
+stage timings, and the run record (`run.json`: the resolved config and the package versions).
 
+Run by `icc` (icc.cli), a pipeline keeps the name of its running stage in the file that the
+environment variable STAGE_FILE names, and removes that file when Python shuts down: a file left
+behind tells `icc` that the process ended without Python's shutdown (Ray's core worker exits from
+C++ when its raylet dies) and in which stage.
+"""
+
+import atexit
 import contextlib
 import importlib.metadata
 import os
@@ -8,9 +15,13 @@ import time
 from pathlib import Path
 
 from icc.config import CONFIG_DIR
-from icc.errors import user_errors
-from icc.files import write_json
+from icc.errors import ICCError, RayDied, user_errors
+from icc.files import write_atomic, write_json
 from icc.memory import peak_rss_mib
+
+STAGE_FILE = "ICC_STAGE_FILE"  # environment variable: the file `icc` reads the running stage from
+_stages: list[str] = []  # the running stages, innermost last
+_stage_file: list[str] = []  # this process's stage file (set by `hydra_main`), if any
 
 RUN_RECORD = "run.json"  # every pipeline's output directory has one, and most a METRICS
 METRICS = "metrics.json"
@@ -30,6 +41,10 @@ def hydra_main(config_name: str, run):
 
     def main() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises a bad override instead of printing it and exiting 1
+        path = os.environ.pop(STAGE_FILE, None)  # popped: Ray processes started from here do not write it
+        if path:
+            _stage_file.append(path)
+            atexit.register(Path(path).unlink, missing_ok=True)
         with user_errors():  # the overrides, applied before `app` runs
             app()
 
@@ -50,11 +65,46 @@ class StageTimer:
     @contextlib.contextmanager
     def __call__(self, stage: str):
         start = time.perf_counter()
+        _stages.append(stage)
+        _show_stage(after=None)
         try:
             yield
+        except Exception as e:
+            if _ray_died(e):
+                raise RayDied(stage, e) from e
+            raise
         finally:
+            _stages.pop()
+            _show_stage(after=stage)
             self.seconds[stage] = round(time.perf_counter() - start, 3)
             self.peak_rss_mib[stage] = int(peak_rss_mib())
+
+
+def _ray_died(error: Exception) -> bool:
+    """Whether `error` is Ray saying that a raylet, a node, a worker or an actor it could not
+    restart is gone, or objects with them (a Python exception, raised when the driver was waiting on
+    Ray as it died; when the driver's core worker exits from C++ instead, `icc` reports it), and
+    not an ICCError raised in a task or actor (bad input: exit code 2)."""
+    from ray.exceptions import (
+        LocalRayletDiedError,
+        NodeDiedError,
+        ObjectLostError,
+        RayActorError,
+        RaySystemError,
+        WorkerCrashedError,
+    )
+
+    causes = [error]
+    while isinstance(getattr(causes[-1], "cause", None), BaseException) and causes[-1].cause not in causes:
+        causes.append(causes[-1].cause)
+    died = (LocalRayletDiedError, NodeDiedError, ObjectLostError, RayActorError, RaySystemError, WorkerCrashedError)
+    return isinstance(error, died) and not any(isinstance(cause, ICCError) for cause in causes)
+
+
+def _show_stage(after: str | None) -> None:
+    """Write the innermost running stage (or "after <the stage that just ended>") to the stage file, if any."""
+    if _stage_file:
+        write_atomic(_stage_file[0], _stages[-1] if _stages else f"after {after}")
 
 
 def package_versions() -> dict[str, str | None]:

@@ -7,7 +7,9 @@ from omegaconf import DictConfig
 
 from icc.bench.grid import check_dims, check_metric, clusterer_specs, dataset_specs, embedder_specs
 from icc.bench.run import cluster_cells, embeddings
+from icc.bench.summarize import check_summarize
 from icc.bench.tables import cell_line, write_markdown, write_plot
+from icc.checks import check_bool, check_int, check_positive
 from icc.config import to_kwargs
 from icc.models.hub import cache_dir
 from icc.pipeline import hydra_main, write_run_record
@@ -15,16 +17,20 @@ from icc.ray_runtime import start_ray
 
 
 def run(cfg: DictConfig) -> None:
+    # Every setting is checked before Ray starts.
     bench = cfg.bench
+    check_int(bench.seed, "bench.seed")
+    check_positive(bench.cpus_per_cell, "bench.cpus_per_cell")
     datasets = dataset_specs(bench.datasets, to_kwargs(cfg.datasets), bench.seed)
     embedders = embedder_specs(bench.embedders, to_kwargs(cfg.embedders), to_kwargs(cfg.embedder))
     clusterers = clusterer_specs(bench.clusterers, to_kwargs(cfg.clusterers))
     dims = check_dims(bench.dims, bench.reduce)
     select_by = check_metric(bench.select_by)
     summarize = None
-    if bench.summarize:
+    if check_bool(bench.summarize, "bench.summarize"):
         summarize = {"llm": to_kwargs(cfg.llm, "generate", "pool"), "pool": to_kwargs(cfg.llm.pool),
                      **to_kwargs(cfg.summarize)}
+        check_summarize(**summarize)
     cache = Path(bench.cache_dir or cache_dir() / "bench").expanduser()
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)

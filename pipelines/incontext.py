@@ -8,12 +8,14 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
+from icc.checks import check_bool, check_int
 from icc.config import CONFIG_DIR, to_kwargs
 from icc.incontext.baselines import add_baselines
 from icc.incontext.episodes import build_episodes, episodes_table
 from icc.incontext.layers import check_layer_choice, check_layers, choose_layer
-from icc.incontext.runner import num_layers, results_table, run_episodes
+from icc.incontext.runner import check_episode_settings, num_layers, results_table, run_episodes
 from icc.incontext.scoring import add_scores, print_summary, summarize
+from icc.models.llm import check_causal_lm
 from icc.pipeline import StageTimer, hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
@@ -23,11 +25,16 @@ OmegaConf.register_new_resolver("icc_config_dir", lambda sub: str(Path(CONFIG_DI
 
 
 def run(cfg: DictConfig) -> None:
+    # Every setting is checked, and the episodes built, before Ray starts.
+    data, attention = to_kwargs(cfg.data), to_kwargs(cfg.attention)
+    load, generate, pool = to_kwargs(cfg.llm, "generate", "pool"), to_kwargs(cfg.llm.generate), to_kwargs(cfg.llm.pool)
+    check_causal_lm(**load)
+    check_episode_settings(generate, pool, attention["orders"])
+    check_int(cfg.seed, "seed")
+    check_bool(attention["position_baseline"], "attention.position_baseline")
     out = Path(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
-    data, attention = to_kwargs(cfg.data), to_kwargs(cfg.attention)
-    load, generate, pool = to_kwargs(cfg.llm, "generate", "pool"), to_kwargs(cfg.llm.generate), to_kwargs(cfg.llm.pool)
 
     with timer("episodes"):
         layers = check_layers(attention["layers"], num_layers(load["model"], load["trust_remote_code"]))

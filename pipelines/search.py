@@ -6,11 +6,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from icc.checks import check_bool
 from icc.config import to_kwargs
 from icc.corpus.report import write_report
-from icc.corpus.rerank import make_reranker
+from icc.corpus.rerank import check_reranker, make_reranker
 from icc.corpus.rundir import SEARCH_REPORT
-from icc.corpus.search import Searcher
+from icc.corpus.search import Searcher, check_search
 from icc.errors import ICCError
 from icc.pipeline import StageTimer, hydra_main
 
@@ -19,6 +20,11 @@ def run(cfg: DictConfig) -> None:
     for key, example in (("run", "run=<output.dir of icc cluster>"), ("query", 'query="your text"')):
         if OmegaConf.is_missing(cfg, key):
             raise ICCError(f"give {example}")
+    # Every setting is checked before the run and the models load.
+    check_search(cfg.top_k, cfg.search.filter, cfg.search.clusters, cfg.search.preview_chars)
+    check_reranker(cfg.search.rerank, to_kwargs(cfg.llm, "generate", "pool"), cfg.llm.pool.num_threads,
+                   **to_kwargs(cfg.rerank))
+    check_bool(cfg.report, "report")
     timer = StageTimer()
     with timer("load"):
         searcher = Searcher.load(cfg.run, cfg.search.preview_chars)

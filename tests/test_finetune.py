@@ -2,18 +2,20 @@
 on 2 Ray Train workers with DeepSpeed (CPU, gloo) end to end, and a run killed midway and resumed."""
 
 import json
-import os
-import signal
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import torch
 from conftest import BIN, ROOT, run_icc
 from omegaconf import OmegaConf
+from test_hostile_input import Payload  # unpickled, it creates a file: what a planted checkpoint could run
 
 from icc.config import CONFIG_DIR
 from icc.errors import ICCError
@@ -230,13 +232,18 @@ def test_evaluation_before_and_after_on_the_same_episodes(trained):
 def test_killed_run_resumes_to_the_configured_step(ray_address, tiny_model, tmp_path):
     args = ["finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *TRAIN, "trainer.max_steps=16",
             "trainer.checkpoint_every=2", "trainer.eval_every=0", "evaluation.episodes=0", f"output.dir={tmp_path}"]
-    run = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile("w+")
+    run = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     snapshot = tmp_path / "train" / "checkpoint_manager_snapshot.json"  # written once a checkpoint is registered
     deadline = time.monotonic() + 300
     while not snapshot.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(run.pid, signal.SIGKILL)
+    assert run.poll() is None, log.seek(0) or log.read()[-3000:]
+    driver = psutil.Process(run.pid).children()  # `icc` runs the pipeline's process
+    for process in [*driver, psutil.Process(run.pid)]:
+        process.kill()
     run.wait()
+    psutil.wait_procs(driver, timeout=30)
     assert snapshot.exists() and not (tmp_path / "metrics.json").exists()
 
     refused = run_icc(*args)
@@ -252,3 +259,54 @@ def test_resume_without_a_run_is_an_error(ray_address, tiny_model, tmp_path):
     result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", "trainer.resume=true",
                      "evaluation.episodes=0", f"output.dir={tmp_path}")
     assert result.returncode == 2 and "holds no checkpoint to resume from" in result.stderr
+
+
+RESUME_TO_4 = [*TRAIN, "trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.eval_every=0",
+               "evaluation.episodes=0", "trainer.resume=true"]
+
+
+@pytest.fixture(scope="module")
+def two_steps(ray_address, tiny_model, tmp_path_factory):
+    """The output.dir of `icc finetune` on the tiny model, 2 steps, a checkpoint at step 2, no evaluation."""
+    out = tmp_path_factory.mktemp("two-steps")
+    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *TRAIN, "trainer.max_steps=2",
+                     "trainer.checkpoint_every=2", "trainer.eval_every=0", "evaluation.episodes=0", f"output.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("replace", "differs from what this run wrote (deepspeed/mp_rank_00_model_states.pt)"),
+    ("plant_file", "differs from what this run wrote (deepspeed/extra.pt)"),
+    ("plant_checkpoint", "step_000001 is not a checkpoint this run wrote"),
+    ("no_manifest", "does not vouch for them"),
+])
+def test_resume_loads_only_checkpoints_this_run_wrote(ray_address, tiny_model, two_steps, tmp_path, damage, message):
+    out, marker = tmp_path / "run", tmp_path / "unpickled"
+    shutil.copytree(two_steps, out)
+    checkpoint = out / "train" / "step_000002"
+    assert json.loads((out / "checkpoints.json").read_text()).keys() == {"step_000002"}
+    if damage == "replace":  # same name, other bytes
+        torch.save(Payload(marker), checkpoint / "deepspeed" / "mp_rank_00_model_states.pt")
+    elif damage == "plant_file":
+        torch.save(Payload(marker), checkpoint / "deepspeed" / "extra.pt")
+    elif damage == "plant_checkpoint":
+        shutil.copytree(checkpoint, out / "train" / "step_000001")
+    else:
+        (out / "checkpoints.json").unlink()
+    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *RESUME_TO_4,
+                     f"output.dir={out}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith("icc: error: ")
+    assert message in result.stderr
+    assert not marker.exists()  # nothing was unpickled
+
+
+def test_resume_of_an_untouched_run_goes_on(ray_address, tiny_model, two_steps, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    result = run_icc("finetune", f"ray.address={ray_address}", f"llm.model={tiny_model}", *RESUME_TO_4,
+                     f"output.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["train"]["resumed_from_step"] == 2
+    assert json.loads((out / "checkpoints.json").read_text()).keys() == {"step_000002", "step_000004"}

@@ -12,10 +12,13 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
 from conftest import BIN, ROOT, TEXT, free_port, run_icc, stop_ray_under
 
 from icc.corpus.rundir import EMBED_MANIFEST
+from icc.errors import RayDied
+from icc.pipeline import StageTimer
 
 CSTR = TEXT / "cstr.csv"  # 299 texts
 SMALL_RUN = ["ray.progress_bars=false", "data=file", "labeler=none", "report.enabled=false"]
@@ -88,6 +91,15 @@ def embedding_run(ray_address: str, out) -> list:
             "clusterer.k=10", "output.shard_rows=256", "embedder.pool.rows_per_batch=64", f"output.dir={out}"]
 
 
+def kill_run(run: subprocess.Popen) -> None:
+    """SIGKILL `icc` if it still runs, and the pipeline's process it runs, with the Ray that one started."""
+    if run.poll() is None:
+        for process in [*psutil.Process(run.pid).children(recursive=True), psutil.Process(run.pid)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        run.wait()
+
+
 @contextlib.contextmanager
 def mid_embedding(command: list, out):
     """The process running `command` once its first shard is written whole; killed afterwards if still running."""
@@ -99,9 +111,7 @@ def mid_embedding(command: list, out):
             time.sleep(0.5)
         yield run
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        kill_run(run)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -120,3 +130,41 @@ def test_a_signal_stops_the_run_at_once_and_the_next_run_resumes(ray_address, tm
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["rows"] == 3080 and 0 < metrics["rows_embedded_this_run"] < 3080
+
+
+def test_a_raylet_that_dies_mid_run_ends_with_one_line_naming_the_stage(tmp_path):
+    """The run starts its own local Ray (ray.address=""), whose raylet is a process of this run's
+    tree. Killed mid-embedding, either the driver's core worker exits from C++ (`icc` says so from
+    the stage file) or Ray raises in the driver (an actor unavailable, the raylet died: the stage
+    says so); it depends on what the driver was doing. (Ray's log lines go to a file: a pipe no one
+    reads while the run starts its own Ray could fill and stall it.)"""
+    out, log = tmp_path / "run", tempfile.TemporaryFile("w+")
+    run = subprocess.Popen(embedding_run("", out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / EMBED_MANIFEST).exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert run.poll() is None, log.seek(0) or log.read()[-3000:]
+        raylets = [p for p in psutil.Process(run.pid).children(recursive=True) if p.name() == "raylet"]
+        assert len(raylets) == 1
+        raylets[0].kill()
+        run.wait(timeout=300)
+    finally:
+        kill_run(run)
+    log.seek(0)
+    stderr = log.read()
+    errors = [line for line in stderr.splitlines() if line.startswith("icc: error:")]
+    assert run.returncode == 1, stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("icc: error: Ray died during stage embed ("), stderr[-3000:]
+
+
+def test_a_ray_death_raised_in_a_stage_names_the_stage():
+    """When the driver is waiting on Ray as its raylet dies, Ray raises instead of exiting: the stage
+    turns it into one line for `user_errors` (exit code 1)."""
+    from ray.exceptions import LocalRayletDiedError
+
+    timer = StageTimer()
+    with pytest.raises(RayDied, match=r"^Ray died during stage cluster \(LocalRayletDiedError: The task's local"):
+        with timer("cluster"):
+            raise LocalRayletDiedError()
+    assert "cluster" in timer.seconds

@@ -4,10 +4,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from icc.bench.tables import METRICS
+from icc.checks import check_int
 from icc.cluster import make_clusterer
+from icc.corpus.embed_stage import check_embed_pool
+from icc.data.corpus import list_files
 from icc.data.fingerprint import file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import POOLINGS
+from icc.models.embedder import check_embedder
 
 EMBEDDER_KINDS = ("transformer", "tfidf")
 REDUCTIONS = ("pca", "truncate")
@@ -69,6 +72,11 @@ def dataset_specs(names: list[str], presets: dict, seed: int = 0) -> list[Datase
         preset = dict(presets[name])
         if not preset.get("path") or not preset.get("label_column"):
             raise ICCError(f"dataset '{name}' needs a path and a label_column (the labels score the clusters)")
+        try:
+            list_files(preset["path"])  # the files exist and are of one readable format
+        except ICCError as e:
+            raise ICCError(f"dataset '{name}': {e}") from None
+        check_int(preset.get("k"), f"dataset '{name}': k", minimum=2, allow_none=True)
         sample = preset.get("sample")
         if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 2):
             raise ICCError(f"dataset '{name}': sample must be a number of rows >= 2 or null, got {sample!r}")
@@ -99,8 +107,11 @@ def embedder_specs(names: list[str], presets: dict, transformer_defaults: dict) 
         if kind == "transformer":
             pool = {**default_pool, **preset.pop("pool", {})}
             preset = {**defaults, **preset}
-            if preset.get("pooling", "mean") not in POOLINGS:
-                raise ICCError(f"embedder '{name}': unknown pooling '{preset['pooling']}' (choose from {', '.join(POOLINGS)})")
+            try:
+                check_embedder(**preset)
+                check_embed_pool(**pool)
+            except ICCError as e:
+                raise ICCError(f"embedder '{name}': {e}") from None
         specs.append(EmbedderSpec(name=name, kind=kind, params=preset, pool=pool))
     return specs
 

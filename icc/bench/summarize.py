@@ -14,10 +14,12 @@ import pyarrow.parquet as pq
 from icc.bench.cache import commit_entry, entry_path, new_entry
 from icc.bench.datasets import read_dataset
 from icc.bench.grid import DatasetSpec
+from icc.checks import check_positive_int
 from icc.data.fingerprint import cache_key
+from icc.errors import ICCError
 from icc.files import read_json, write_json
-from icc.models.llm import PromptActor
-from icc.ray_runtime import map_actors
+from icc.models.llm import PromptActor, check_causal_lm
+from icc.ray_runtime import check_pool, map_actors
 
 
 class Summarizer(PromptActor):
@@ -39,6 +41,19 @@ class Summarizer(PromptActor):
         return batch.set_column(batch.schema.get_field_index("text"), "text", pa.array(summaries, pa.string()))
 
 
+def check_summarize(llm: dict, pool: dict, prompt: str, max_new_tokens: int = 64, max_chars: int = 2000,
+                    texts_per_batch: int = 8) -> None:
+    """ICCError for a `summarized_dataset` setting of the wrong type or range (the llm, its pool
+    and the `summarize` group), before any work."""
+    check_causal_lm(**llm)
+    check_pool(**pool)
+    if not isinstance(prompt, str) or "{text}" not in prompt:
+        raise ICCError(f"summarize.prompt must be a text with {{text}} where the text goes, got {prompt!r}")
+    check_positive_int(max_new_tokens, "summarize.max_new_tokens")
+    check_positive_int(max_chars, "summarize.max_chars")
+    check_positive_int(texts_per_batch, "summarize.texts_per_batch")
+
+
 def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, pool: dict, prompt: str, max_new_tokens: int = 64,
                        max_chars: int = 2000, texts_per_batch: int = 8) -> tuple[DatasetSpec, dict]:
     """The dataset of summaries (cached; see module docstring) and its meta: seconds, texts, cached.
@@ -46,6 +61,7 @@ def summarized_dataset(dataset: DatasetSpec, cache_dir, llm: dict, pool: dict, p
     llm: what loads the model (the config's `llm` group: model, dtype, adapter, ...), which with
     the prompt settings keys the cache; pool: how Ray runs it (`llm.pool`, see `map_actors`).
     """
+    check_summarize(llm, pool, prompt, max_new_tokens, max_chars, texts_per_batch)
     settings = {"prompt": prompt, "max_new_tokens": max_new_tokens, "max_chars": max_chars, **llm}
     key = cache_key(**dataset.cache_parts(), summarizer=settings)
     entry = entry_path(cache_dir, "summaries", key)

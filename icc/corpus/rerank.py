@@ -10,8 +10,9 @@ level asked in one batch, within a bound on the number of prompts.
 import numpy as np
 import torch
 
+from icc.checks import check_int, check_positive_int
 from icc.errors import ICCError
-from icc.models.llm import load_causal_lm, next_token_logits, render_chat
+from icc.models.llm import check_causal_lm, load_causal_lm, next_token_logits, render_chat
 
 PROMPT = (
     "Query: {query}\n\nText A: {a}\n\nText B: {b}\n\n"
@@ -90,8 +91,7 @@ class PairwiseReranker:
     """
 
     def __init__(self, judge: PairwiseJudge, max_calls: int = 100):
-        if isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 0:
-            raise ICCError(f"rerank max_calls must be a non-negative integer, got {max_calls!r}")
+        check_int(max_calls, "rerank.max_calls")
         self.judge, self.max_calls = judge, max_calls
 
     def sortable(self, n: int) -> int:
@@ -119,12 +119,25 @@ class PairwiseReranker:
 RERANKERS = ("none", "llm")
 
 
+def check_reranker(kind: str, llm: dict, num_threads: int | None = None, max_calls: int = 100, max_chars: int = 600,
+                   batch_size: int = 16) -> None:
+    """ICCError for a `make_reranker` setting of the wrong type or range, before anything loads
+    (the LLM's settings only with kind "llm")."""
+    if kind not in RERANKERS:
+        raise ICCError(f"unknown search.rerank '{kind}' (choose from {', '.join(RERANKERS)})")
+    check_int(max_calls, "rerank.max_calls")
+    check_positive_int(max_chars, "rerank.max_chars")
+    check_positive_int(batch_size, "rerank.batch_size")
+    if kind == "llm":
+        check_causal_lm(**llm)
+        check_positive_int(num_threads, "llm.pool.num_threads", allow_none=True)
+
+
 def make_reranker(kind: str, llm: dict, num_threads: int | None = None, max_calls: int = 100, max_chars: int = 600,
                   batch_size: int = 16) -> "PairwiseReranker | None":
     """The reranker of `icc search`: None for "none"; for "llm", a `PairwiseReranker` whose judge is
     the LLM that `llm` loads (the config's `llm` load keys), scoring in this process."""
-    if kind not in RERANKERS:
-        raise ICCError(f"unknown search.rerank '{kind}' (choose from {', '.join(RERANKERS)})")
+    check_reranker(kind, llm, num_threads, max_calls, max_chars, batch_size)
     if kind == "none":
         return None
     judge = PairwiseJudge.load(**llm, num_threads=num_threads, max_chars=max_chars, batch_size=batch_size)

@@ -60,6 +60,21 @@ class ClusterIndex:
         return scores[0][found], positions[0][found]
 
 
+def check_search(top_k: int = 10, filter: str = "cluster", clusters: int = 1, preview_chars: int = 200) -> None:
+    """ICCError for a `Searcher` setting (`icc search`'s top_k and search group) of the wrong type
+    or range, before the run is loaded."""
+    check_positive_int(top_k, "top_k")
+    check_filter(filter, clusters)
+    check_positive_int(preview_chars, "search.preview_chars")
+
+
+def check_filter(filter: str = "cluster", clusters: int = 1) -> None:
+    """ICCError unless `filter` is one of FILTERS and `clusters` a positive integer."""
+    if filter not in FILTERS:
+        raise ICCError(f"unknown search filter '{filter}' (choose from {', '.join(FILTERS)})")
+    check_positive_int(clusters, "search.clusters")
+
+
 def _row(query: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
 
@@ -69,6 +84,7 @@ class Searcher:
     own embedder (loaded on first use), results with cluster names and text previews."""
 
     def __init__(self, run: ClusterRun, preview_chars: int = 200):
+        check_positive_int(preview_chars, "search.preview_chars")
         self.run = run
         self.index = ClusterIndex(run.vectors, run.cluster, run.centroids)
         self.preview_chars = preview_chars
@@ -89,9 +105,7 @@ class Searcher:
 
     def query_clusters(self, vector: np.ndarray, filter: str = "cluster", clusters: int = 1) -> np.ndarray | None:
         """The clusters searched for a query vector: its `clusters` nearest, or None (all) for filter=none."""
-        if filter not in FILTERS:
-            raise ICCError(f"unknown search filter '{filter}' (choose from {', '.join(FILTERS)})")
-        check_positive_int(clusters, "search.clusters")
+        check_filter(filter, clusters)
         return None if filter == "none" else self.index.nearest_clusters(vector, clusters)
 
     def search(self, query, top_k: int = 10, filter: str = "cluster", clusters: int = 1) -> list[dict]:

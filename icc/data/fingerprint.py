@@ -16,10 +16,21 @@ def file_fingerprint(path: str) -> str:
     digest = hashlib.sha256()
     for file in list_files(path)[0]:
         digest.update(Path(file).name.encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        _feed(digest, file)
     return digest.hexdigest()
+
+
+def file_sha256(file) -> str:
+    """sha256 of one file's bytes (hex)."""
+    return _feed(hashlib.sha256(), file).hexdigest()
+
+
+def _feed(digest, file):
+    """`digest` updated with the bytes of `file`, read in blocks of 1 MiB."""
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest
 
 
 def cache_key(**parts) -> str:

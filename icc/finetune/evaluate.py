@@ -5,13 +5,16 @@ freedom seen and unseen in training, with a paired bootstrap interval of the acc
 import numpy as np
 import pandas as pd
 
+from icc.checks import check_int
 from icc.incontext.episodes import build_episodes, episodes_table
 from icc.incontext.runner import run_episodes
 from icc.incontext.scoring import GROUPS, METRICS, episode_scores, summarize
 
 
 def held_out_episodes(episodes: int, ks: list[int], ds: list[int], dfs: list[float], n_range, seed: int) -> list[dict]:
-    """`episodes` synthetic episodes per (k, d, df) cell, drawn with `seed` (not a training seed)."""
+    """`episodes` synthetic episodes per (k, d, df) cell, drawn with `seed` (not a training seed); none for 0."""
+    if check_int(episodes, "evaluation.episodes") == 0:
+        return []
     data = {"kind": "synthetic", "ks": ks, "ds": ds, "dfs": dfs, "n_range": n_range}
     return build_episodes(data, seed, episodes, "test")
 

@@ -8,7 +8,8 @@ step (`icc.finetune.data.epoch_steps`); DeepSpeed averages the LoRA gradients ov
 base weights (LoRA weights, optimizer, schedule, step, loss history) and the PEFT adapter; every
 worker reports its part through `ray.train.report`, which Ray merges into one folder
 `output.dir/train/step_<step>`. A run started again with the same output.dir finds them
-(`ray.train.get_checkpoint`) and goes on from the last one, on the same episode order.
+(`ray.train.get_checkpoint`) and goes on from the last one, on the same episode order, once every
+checkpoint there matches the sha256 the run recorded when it saved it (`icc.finetune.checkpoints`).
 """
 
 import math
@@ -21,17 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from icc.checks import check_bool, check_int, check_non_negative, check_positive, check_positive_int
 from icc.errors import ICCError
+from icc.files import write_json
+from icc.finetune.checkpoints import MANIFEST, SNAPSHOT, file_hashes, merge_parts, record_checkpoint, verify_checkpoints
 from icc.finetune.data import IGNORE, TrainingSet, collate, encode, epoch_steps, micro_batches
-from icc.finetune.lora import add_lora
-from icc.incontext.synthetic import make_episodes
+from icc.finetune.lora import add_lora, check_lora
+from icc.incontext.synthetic import check_grid, make_episodes
 from icc.memory import peak_rss_mib
 from icc.models.llm import load_causal_lm
 
 RUN = "train"  # output.dir/train: Ray Train's run folder (checkpoints and its snapshot of them)
 ADAPTER = "adapter"  # the PEFT adapter inside a checkpoint
 _DEEPSPEED = "deepspeed"  # DeepSpeed's checkpoint tag (its folder inside a checkpoint)
-_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints
 
 
 def check_settings(llm: dict, seed: int, data: dict, evaluation: dict) -> None:
@@ -41,6 +44,40 @@ def check_settings(llm: dict, seed: int, data: dict, evaluation: dict) -> None:
         raise ICCError("llm.adapter must be null: icc finetune trains a new adapter")
     if len({seed, data["validation_seed"], evaluation["seed"]}) < 3:
         raise ICCError("seed, data.validation_seed and evaluation.seed must differ: each draws its own episodes")
+
+
+def check_fit(data: dict, lora: dict, trainer: dict, seed: int) -> int:
+    """ICCError for a `fit` setting of the wrong type or range (the config's `data`, `lora` and
+    `trainer` groups and `seed`), before any work; returns the optimizer steps of one epoch."""
+    check_int(seed, "seed")
+    check_positive_int(data["episodes"], "data.episodes")
+    check_grid(data["ks"], data["ds"], data["dfs"], data["n_range"])
+    check_bool(data["augment"], "data.augment")
+    check_int(data["validation_episodes"], "data.validation_episodes")
+    check_int(data["validation_seed"], "data.validation_seed")
+    check_lora(**lora)
+    for key in ("workers", "micro_batch_size", "accumulation", "epochs", "log_every"):
+        check_positive_int(trainer[key], f"trainer.{key}")
+    for key in ("warmup_steps", "eval_every", "checkpoint_every"):
+        check_int(trainer[key], f"trainer.{key}")
+    check_positive_int(trainer["max_steps"], "trainer.max_steps", allow_none=True)
+    check_positive_int(trainer["threads"], "trainer.threads", allow_none=True)
+    check_positive_int(trainer["keep_checkpoints"], "trainer.keep_checkpoints", allow_none=True)
+    check_int(trainer["max_failures"], "trainer.max_failures", minimum=-1)
+    for key in ("lr", "grad_clip", "cpus_per_worker"):
+        check_positive(trainer[key], f"trainer.{key}")
+    check_non_negative(trainer["weight_decay"], "trainer.weight_decay")
+    check_bool(trainer["use_gpu"], "trainer.use_gpu", allow_none=True)
+    for key in ("gradient_checkpointing", "resume"):
+        check_bool(trainer[key], f"trainer.{key}")
+    if trainer["zero_stage"] not in (0, 1, 2):
+        raise ICCError(f"trainer.zero_stage must be 0, 1 or 2, got {trainer['zero_stage']!r}")
+    examples = data["episodes"] * len(data["ks"]) * len(data["ds"]) * len(data["dfs"])
+    per_epoch = steps_per_epoch(examples, trainer["micro_batch_size"], trainer["workers"], trainer["accumulation"])
+    if per_epoch == 0:
+        raise ICCError(f"{examples} training episodes do not fill one optimizer step of "
+                       f"workers x micro_batch_size x accumulation episodes")
+    return per_epoch
 
 
 def steps_per_epoch(examples: int, micro_batch_size: int, workers: int, accumulation: int) -> int:
@@ -61,26 +98,21 @@ def fit(out: Path, load: dict, data: dict, lora: dict, trainer: dict, seed: int)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    for key in ("workers", "micro_batch_size", "accumulation", "epochs", "log_every"):
-        if not isinstance(trainer[key], int) or trainer[key] < 1:
-            raise ICCError(f"trainer.{key} must be a positive integer, got {trainer[key]!r}")
-    if trainer["zero_stage"] not in (0, 1, 2):
-        raise ICCError(f"trainer.zero_stage must be 0, 1 or 2, got {trainer['zero_stage']!r}")
-    started = (out / RUN / _SNAPSHOT).exists()
+    per_epoch = check_fit(data, lora, trainer, seed)
+    started = (out / RUN / SNAPSHOT).exists()
     if trainer["resume"] and not started:
         raise ICCError(f"trainer.resume=true but {out / RUN} holds no checkpoint to resume from")
     if started and not trainer["resume"]:
         raise ICCError(f"{out / RUN} already holds a training run: trainer.resume=true goes on with it, "
                        "or choose another output.dir")
-    examples = data["episodes"] * len(data["ks"]) * len(data["ds"]) * len(data["dfs"])
-    per_epoch = steps_per_epoch(examples, trainer["micro_batch_size"], trainer["workers"], trainer["accumulation"])
-    if per_epoch == 0:
-        raise ICCError(f"{examples} training episodes do not fill one optimizer step of "
-                       f"workers x micro_batch_size x accumulation episodes")
+    if started:
+        verify_checkpoints(out / RUN, out / MANIFEST)  # before any worker unpickles one
+    else:
+        write_json(out / MANIFEST, {})  # a new run vouches for its own checkpoints only
     config = {
         "load": load, "data": data, "lora": lora, "trainer": trainer, "seed": seed,
         "steps": trainer["max_steps"] or trainer["epochs"] * per_epoch, "steps_per_epoch": per_epoch,
-        "log_dir": str(out / "tensorboard"),
+        "log_dir": str(out / "tensorboard"), "manifest": str(out / MANIFEST),
     }
     run = TorchTrainer(
         train_loop,
@@ -232,7 +264,7 @@ def train_loop(config: dict) -> None:
         if step == steps or (t["checkpoint_every"] and step % t["checkpoint_every"] == 0):
             if step == steps:
                 metrics.update(history=history, peak_memory_gib=_peak_memory_gib(device))
-            _report_checkpoint(engine, model, step, history, metrics, rank == 0)
+            _report_checkpoint(engine, model, step, history, metrics, config["manifest"], workers, rank == 0)
         elif evaluate:
             ray.train.report(metrics)
     if writer:
@@ -268,17 +300,24 @@ def _eval_loss(engine, examples: list[dict], rank: int, workers: int, batch_size
     return loss_sum / count
 
 
-def _report_checkpoint(engine, model, step: int, history: dict, metrics: dict, first: bool) -> None:
-    """Save this worker's part of the checkpoint at `step` and report it with `metrics`."""
+def _report_checkpoint(engine, model, step: int, history: dict, metrics: dict, manifest: str, workers: int,
+                       first: bool) -> None:
+    """Save this worker's part of the checkpoint at `step` and report it with `metrics`; the first
+    worker records the sha256 of every worker's files in the `manifest` before any reports."""
     import ray.train
 
+    name = f"step_{step:06d}"
     with tempfile.TemporaryDirectory() as folder:
         engine.save_checkpoint(folder, tag=_DEEPSPEED, client_state={"step": step, "history": history},
                                exclude_frozen_parameters=True)
         if first:
             model.save_pretrained(Path(folder) / ADAPTER)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                         checkpoint_dir_name=f"step_{step:06d}")
+        parts = [None] * workers
+        torch.distributed.all_gather_object(parts, file_hashes(folder))
+        if first:
+            record_checkpoint(manifest, name, merge_parts(parts))
+        torch.distributed.barrier()  # the entry is written before Ray Train can register the checkpoint
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
 
 
 def _peak_memory_gib(device) -> float:

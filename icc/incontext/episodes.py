@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from icc.checks import check_bool, check_positive_int
 from icc.data.corpus import clean_texts, list_files
 from icc.errors import ICCError
 from icc.incontext.synthetic import make_episodes, sample_numeric_episodes
@@ -46,8 +47,7 @@ def build_episodes(data: dict, seed: int, count: int, split: str) -> list[dict]:
     kind = data.get("kind")
     if kind not in builders:
         raise ICCError(f"data must be one of {', '.join(builders)} for icc incontext (got data.kind={kind!r})")
-    if not isinstance(count, int) or count < 1:
-        raise ICCError(f"the number of episodes must be a positive integer, got {count!r}")
+    check_positive_int(count, "the number of episodes")
     return [{"texts": None, "condition": None, **e, "split": split} for e in builders[kind](data, seed, count)]
 
 
@@ -85,7 +85,7 @@ def _numeric(data: dict, seed: int, count: int) -> list[dict]:
     """Episodes of `data.path` points; label 0 (noise) is left out. With `standardize`, every column
     is scaled to zero mean and unit variance over the whole set (labels unused)."""
     X, y = read_numeric(data["path"], data["labels"])
-    if data["standardize"]:
+    if check_bool(data["standardize"], "data.standardize"):
         X = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
     try:
         return sample_numeric_episodes(
@@ -122,6 +122,7 @@ def _text(data: dict, seed: int, count: int) -> list[dict]:
     per condition, on the same items in the same order. Condition i is scored against the column
     `condition_labels[i]` (null: not scored; `condition_labels: null`: every condition against
     `label_column`)."""
+    check_positive_int(data["max_chars"], "data.max_chars")
     conditions = list(data["conditions"])
     scored_by = data["condition_labels"]
     scored_by = [data["label_column"]] * len(conditions) if scored_by is None else list(scored_by)

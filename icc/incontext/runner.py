@@ -12,13 +12,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from icc.checks import check_bool, check_positive_int
 from icc.errors import ICCError
 from icc.incontext.attention import capture_item_attention, char_spans_to_token_spans, item_membership, item_orders
 from icc.incontext.constrained import LabellingProcessor, answer_length
 from icc.incontext.prompt import chat_messages, numeric_prompt, parse_labels, text_prompt
 from icc.models.hub import resolve_model
 from icc.models.llm import generate, load_causal_lm, prefill, render_chat
-from icc.ray_runtime import actor_pool
+from icc.ray_runtime import actor_pool, check_pool
 
 # Tokens a free-form answer needs besides its n labels: brackets, a few words before the list, end of turn.
 _ANSWER_OVERHEAD_TOKENS = 10
@@ -78,8 +79,7 @@ def cluster_episodes(
     attention of the tokens at item position p of prompt r to those at position q (see
     `item_attention`): indexed by position, as `order_affinity` and `position_baseline` read it.
     """
-    if not isinstance(orders, int) or orders < 1:
-        raise ICCError(f"attention orders must be a positive integer, got {orders!r}")
+    check_positive_int(orders, "attention.orders")
     answer = [True] * len(episodes) if answer is None else list(answer)
     count = orders if layers else 1
     results = [
@@ -190,6 +190,17 @@ class EpisodeRunner:
         return batch
 
 
+def check_episode_settings(generate: dict, pool: dict, orders: int = 1) -> None:
+    """ICCError for a `run_episodes` setting of the wrong type or range, before any work: the llm
+    config's `generate` and `pool` groups and `orders`."""
+    check_positive_int(generate["max_new_tokens"], "llm.generate.max_new_tokens")
+    check_positive_int(generate["new_tokens_per_item"], "llm.generate.new_tokens_per_item", allow_none=True)
+    check_bool(generate["constrained"], "llm.generate.constrained")
+    check_positive_int(generate["episodes_per_batch"], "llm.generate.episodes_per_batch")
+    check_pool(**pool)
+    check_positive_int(orders, "attention.orders")
+
+
 def run_episodes(
     table: pa.Table, load: dict, generate: dict, pool: dict, layers: Sequence[int] = (), orders: int = 1, seed: int = 0
 ) -> list[dict]:
@@ -217,6 +228,7 @@ def run_episodes(
     import ray
     import ray.data
 
+    check_episode_settings(generate, pool, orders)
     size = generate["episodes_per_batch"]
     table = table.sort_by([("d", "ascending"), ("n", "ascending")])
     blocks = [table.slice(start, size) for start in range(0, table.num_rows, size)]

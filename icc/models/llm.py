@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
+from icc.checks import check_bool
 from icc.errors import ICCError
-from icc.models.device import compute_dtype, resolve_device, use_threads
-from icc.models.hub import load_kwargs, resolve_model
+from icc.models.device import check_dtype, compute_dtype, resolve_device, use_threads
+from icc.models.hub import check_model, load_kwargs, resolve_model
 
 
 def load_causal_lm(name: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
@@ -47,6 +48,20 @@ def load_causal_lm(name: str, dtype: str = "auto", device: str | None = None, tr
     if adapter is not None:
         model = _with_adapter(model, adapter, allow_pickle)
     return model.eval(), tokenizer
+
+
+def check_causal_lm(model: str, dtype: str = "auto", trust_remote_code: bool = False, allow_pickle: bool = False,
+                    adapter: str | None = None, attn_implementation: str | None = None) -> None:
+    """ICCError for a `load_causal_lm` setting (the llm config's top keys) of the wrong type or
+    value, or a model or adapter path that does not exist; nothing is loaded."""
+    check_model(model)
+    check_dtype(dtype)
+    check_bool(trust_remote_code, "llm.trust_remote_code")
+    check_bool(allow_pickle, "llm.allow_pickle")
+    if adapter is not None and not Path(adapter).expanduser().is_dir():
+        raise ICCError(f"adapter {adapter} is not a directory")
+    if attn_implementation is not None and not isinstance(attn_implementation, str):
+        raise ICCError(f"llm.attn_implementation must be a name such as sdpa or null, got {attn_implementation!r}")
 
 
 def _with_adapter(model, adapter: str, allow_pickle: bool):
