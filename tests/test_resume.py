@@ -8,13 +8,16 @@ import subprocess
 import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
+import pytest
 from conftest import BIN, ROOT, TEXT, run_icc
 from sklearn.metrics import adjusted_rand_score
 
 from icc.corpus.embed_stage import embed_corpus, embed_key
 from icc.corpus.shards import Shards, resume_shards
+from icc.data.corpus import read_corpus
 from icc.data.parquet import vector_matrix
 
 ROWS = 1200  # enough that the run is still embedding well after its second whole shard
@@ -87,3 +90,39 @@ def test_killed_run_resumes_without_re_embedding(ray_address, tmp_path):
     assert embed_corpus(str(corpus), columns, embedder, faster, killed, SHARD_ROWS)[1] == 0
     other = resume_shards(killed, embed_key(str(corpus), columns, {**embedder, "max_length": 64}))
     assert other.n_rows == 0 and not (killed / "embeddings.parquet").exists()
+
+
+def write(table: pa.Table, path) -> None:
+    """`table` as a corpus file of the format its name ends in."""
+    if path.suffix == ".csv":
+        pyarrow.csv.write_csv(table, path)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+    else:
+        pq.write_table(table, path)
+
+
+def texts(ds) -> list[str]:
+    return [t for batch in ds.iter_batches(batch_format="numpy", batch_size=None) for t in batch["text"].tolist()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_resumed_read_streams_the_rows_after_those_skipped(ray_session, tmp_path, suffix):
+    """The read of a resumed embed stage: the rows after the first `skip_rows`, in order, for every
+    cut (inside a file, at a file's end, past the last row); the files after the one the cut lies
+    in are read as the dataset streams, not when it is made (before: `split_at_indices` on the
+    whole read, which ran the read of the whole corpus into the object store first)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sizes = [7, 5, 9]
+    for i, n in enumerate(sizes):
+        write(pa.table({"text": [f"file {i} row {j}" for j in range(n)]}), corpus / f"{i}{suffix}")
+    every = texts(read_corpus(str(corpus), "text"))
+    assert len(every) == sum(sizes)
+    for skip in (6, 7, 13, 21):
+        assert texts(read_corpus(str(corpus), "text", skip_rows=skip)) == every[skip:], skip
+
+    resumed = read_corpus(str(corpus), "text", skip_rows=3)
+    rewritten = [f"rewritten row {j}" for j in range(sizes[2])]
+    write(pa.table({"text": rewritten}), corpus / f"2{suffix}")
+    assert texts(resumed) == every[3:12] + rewritten
