@@ -1,10 +1,11 @@
 """Driver memory of `icc cluster` resuming a run killed midway through embedding, against a first run.
 
 The corpus and encoder of `scale_memory.py` (300k texts in Parquet files of 50k rows, the tiny
-random BERT). Three runs with the same overrides: a first run, measured; a run SIGKILLed (its
-process group and every process it started) once embed.json lists `--kill-at` of the rows whole;
-and the same command again in a copy of the killed run's directory, which resumes after the whole
-shards, measured. The driver's RSS is sampled every 0.2 s as in `scale_memory.py`.
+random BERT). A first run, SIGKILLed (its process group and every process it started) once
+embed.json lists `--kill-at` of the rows whole; then the same command in a copy of the killed
+run's directory, which resumes after the whole shards and runs to the end. The driver's RSS is
+sampled every 0.2 s as in `scale_memory.py`, in both; metrics.json of the resumed run gives its
+peak at the end of each stage (the embed stage's is the one to compare with the first run's).
 
     python benchmarks/scale_resume_memory.py --rows 300000 --name scale_resume_memory
     python benchmarks/scale_resume_memory.py --rows 300000 --name scale_resume_memory --reuse-cut --label after
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
-from scale_memory import RESULTS, ROOT, build_corpus, driver_peaks, sampled_run, tiny_encoder
+from scale_memory import RESULTS, ROOT, Sampler, build_corpus, driver_peaks, sampled_run, tiny_encoder
 
 SHARD_ROWS = 16384
 EXTRA = ["clusterer.k=100", "clusterer.n_init=1", "clusterer.max_iter=20", "clusterer.backend=ray",
@@ -44,14 +45,16 @@ def measured(args: list) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     return {"wall_seconds": round(time.perf_counter() - start, 1), "stage_seconds": metrics["seconds"],
             "rows": metrics["rows"], "rows_embedded_this_run": metrics["rows_embedded_this_run"],
-            **driver_peaks(sampler)}
+            "driver_peak_rss_mib_after_stage": metrics["driver_peak_rss_mib"], **driver_peaks(sampler)}
 
 
-def killed(args: list, out: Path, rows: int, timeout: float = 1800) -> int:
+def killed(args: list, out: Path, rows: int, timeout: float = 3600) -> tuple[int, dict]:
     """Run `icc cluster` and SIGKILL it, with the local Ray it started, once embed.json lists
-    `rows` rows whole; the rows it lists then."""
+    `rows` rows whole: the rows it lists then, and the driver's peak memory until then."""
     shutil.rmtree(out, ignore_errors=True)
     job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    sampler = Sampler(job.pid)
+    sampler.start()
     deadline, done = time.monotonic() + timeout, 0
     try:
         while time.monotonic() < deadline and job.poll() is None and done < rows:
@@ -61,6 +64,8 @@ def killed(args: list, out: Path, rows: int, timeout: float = 1800) -> int:
                 pass
             time.sleep(0.2)
     finally:
+        sampler.done.set()
+        sampler.join()
         if job.poll() is None:
             family = [job.pid, *(p.pid for p in psutil.Process(job.pid).children(recursive=True))]
             os.killpg(job.pid, signal.SIGKILL)
@@ -70,7 +75,7 @@ def killed(args: list, out: Path, rows: int, timeout: float = 1800) -> int:
         job.wait()
     if done < rows:
         raise SystemExit(f"the run ended or timed out before {rows} rows were whole ({done})")
-    return done
+    return done, driver_peaks(sampler)
 
 
 def main() -> None:
@@ -80,7 +85,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "runs" / "scale")
     parser.add_argument("--name", default="scale_resume_memory")
     parser.add_argument("--label", default="before", help="key of this code's resume in the results")
-    parser.add_argument("--reuse-cut", action="store_true", help="keep the first run and the killed run's directory")
+    parser.add_argument("--reuse-cut", action="store_true", help="resume the killed run of an earlier call")
     args = parser.parse_args()
     model = str(tiny_encoder(args.work / "tiny-encoder"))
     corpus = build_corpus(args.rows, args.work / f"corpus-{args.rows}")
@@ -88,11 +93,9 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     cut = args.work / f"resume-cut-{args.rows}"
     if not args.reuse_cut:
-        first = args.work / f"resume-first-{args.rows}"
-        shutil.rmtree(first, ignore_errors=True)
-        results["first_run"] = measured(command(corpus, model, first))
-        print(json.dumps(results["first_run"]), flush=True)
-        results["killed_after_rows"] = killed(command(corpus, model, cut), cut, int(args.kill_at * args.rows))
+        results["killed_after_rows"], results["first_run_until_killed"] = killed(command(corpus, model, cut), cut,
+                                                                                 int(args.kill_at * args.rows))
+        print(json.dumps(results["first_run_until_killed"]), flush=True)
         results.update(rows=args.rows, model="tiny random BERT (1 layer, hidden 128)", overrides=EXTRA)
     resumed = args.work / f"resume-{args.label}-{args.rows}"
     shutil.rmtree(resumed, ignore_errors=True)
