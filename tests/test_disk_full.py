@@ -14,6 +14,8 @@ import pytest
 from conftest import TEXT, run_icc
 
 from icc.corpus.shards import Shards
+from icc.errors import ICCError
+from icc.files import disk_full_as_error, read_json, write_atomic, write_json
 
 ROWS = 300  # about 0.5 MiB of shards (384 floats a row), 0.2 MiB more for the rest of the run
 FREE_KIB = 256  # room left on the tmpfs for the first run: it fills up while embedding
@@ -33,6 +35,31 @@ def small_disk(tmp_path):
         yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk) -> None:
+    """Write a ballast file on `disk` until no byte more fits."""
+    fd = os.open(disk / "ballast", os.O_WRONLY | os.O_CREAT)
+    try:
+        for _ in range(1024):  # 1024 x 64 KiB: well past the 2 MiB
+            os.write(fd, b"\0" * (64 << 10))
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    raise AssertionError("the disk did not fill up")
+
+
+def test_a_write_that_finds_the_disk_full_keeps_the_old_file_and_leaves_no_part(small_disk):
+    """Before: the temporary file of the failed write stayed beside the old one."""
+    path = small_disk / "state.json"
+    write_json(path, {"step": 1})
+    fill(small_disk)
+    with pytest.raises(ICCError, match=rf"no space left on the device to write {small_disk} .*No space left"):
+        with disk_full_as_error(small_disk):
+            write_atomic(path, b"x" * (1 << 20))
+    assert read_json(path) == {"step": 1}
+    assert sorted(p.name for p in small_disk.iterdir()) == ["ballast", "state.json"]
 
 
 def test_a_full_disk_is_one_line_and_the_run_resumes_once_space_is_freed(ray_address, small_disk, tmp_path):
