@@ -147,12 +147,9 @@ class Sampler(threading.Thread):
             time.sleep(self.every)
 
 
-def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
-    command = [Path(sys.executable).parent / "icc", "cluster", "data=file", f"data.path={corpus}", "data.label_column=null",
-               f"embedder.model={model}", f"output.dir={out}", "ray.progress_bars=false", "labeler=keywords",
-               "report.enabled=false", *extra]
-    shutil.rmtree(out, ignore_errors=True)  # a complete embed stage there would be reused, not measured
-    start = time.perf_counter()
+def sampled_run(command: list) -> Sampler:
+    """Run `command` (an `icc cluster` command line) to its end with a `Sampler` on its process;
+    SystemExit with the end of its output if it fails."""
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = Sampler(job.pid)
     sampler.start()
@@ -161,6 +158,28 @@ def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
     sampler.join()
     if job.returncode != 0:
         raise SystemExit(f"icc cluster failed:\n{log[-3000:]}")
+    return sampler
+
+
+def driver_peaks(sampler: Sampler) -> dict:
+    """The driver's peak RSS and peak RSS parts in GiB, and its parts every 25th sample."""
+    gib = 2**30
+    return {
+        "driver_peak_rss_gib": round(sampler.driver / gib, 3),
+        **{f"driver_peak_{name.lower()}_gib": round(max(p[name] for _, p in sampler.driver_parts) / gib, 3)
+           for name in ("RssAnon", "RssFile", "RssShmem")},
+        "driver_rss_over_time": [(round(t, 1), {name: round(v / gib, 3) for name, v in p.items()})
+                                 for t, p in sampler.driver_parts[::25]],
+    }
+
+
+def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
+    command = [Path(sys.executable).parent / "icc", "cluster", "data=file", f"data.path={corpus}", "data.label_column=null",
+               f"embedder.model={model}", f"output.dir={out}", "ray.progress_bars=false", "labeler=keywords",
+               "report.enabled=false", *extra]
+    shutil.rmtree(out, ignore_errors=True)  # a complete embed stage there would be reused, not measured
+    start = time.perf_counter()
+    sampler = sampled_run(command)
     metrics = json.loads((out / "metrics.json").read_text())
     workers = {pid: peaks for pid, peaks in sampler.workers.items() if peaks[0].startswith("ray::")}
     gib = 2**30
@@ -168,11 +187,7 @@ def run_one(corpus: Path, model: str, out: Path, extra: list[str]) -> dict:
         "rows": metrics["rows"], "dim": json.loads((out / "run.json").read_text())["embedder"]["dim"],
         "wall_seconds": round(time.perf_counter() - start, 1), "stage_seconds": metrics["seconds"],
         "texts_per_s": metrics["texts_per_s"], "fit": metrics["fit"], "k": metrics["k"],
-        "driver_peak_rss_gib": round(sampler.driver / gib, 3),
-        **{f"driver_peak_{name.lower()}_gib": round(max(p[name] for _, p in sampler.driver_parts) / gib, 3)
-           for name in ("RssAnon", "RssFile", "RssShmem")},
-        "driver_rss_over_time": [(round(t, 1), {name: round(v / gib, 3) for name, v in p.items()})
-                                 for t, p in sampler.driver_parts[::25]],
+        **driver_peaks(sampler),
         "worker_peak_rss_gib": round(max((p for _, p, _ in workers.values()), default=0) / gib, 3),
         "worker_peak_rssanon_gib": round(max((a for _, _, a in workers.values()), default=0) / gib, 3),
         "worker_processes": len(workers),

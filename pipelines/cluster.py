@@ -13,6 +13,7 @@ from icc.corpus.report import check_report, write_report
 from icc.corpus.sharded import assign_shards, fit_shards
 from icc.corpus.summary import print_summary, quality, run_metrics
 from icc.data.fingerprint import file_fingerprint
+from icc.files import disk_full_as_error
 from icc.pipeline import StageTimer, hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
@@ -31,7 +32,8 @@ def run(cfg: DictConfig) -> None:
         check_report(cfg.report.max_points, cfg.report.projection)
     fingerprint = file_fingerprint(cfg.data.path)
     settings = embed_settings(cfg.data.path, columns, embedder, fingerprint)
-    with rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):  # refuses before any work
+    # open_run refuses before any work; a disk that fills up ends the run with one line (the next run resumes)
+    with disk_full_as_error(out), rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):
         start_ray(**cfg.ray)
         timer = StageTimer()
         with timer("embed"):  # resumes a run cut off in this stage; skipped when out holds it complete

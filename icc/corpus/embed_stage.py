@@ -68,9 +68,8 @@ def embed_corpus(path: str, columns: dict, embedder: dict, pool: dict, out_dir, 
     if shards.complete:
         return shards, 0
     done = shards.n_rows
-    ds = read_corpus(path, columns["text_column"], columns.get("id_column"), columns.get("label_column"))
-    if done:
-        ds = ds.split_at_indices([done])[1]  # the rows after the whole shards (materializes the read texts)
+    ds = read_corpus(path, columns["text_column"], columns.get("id_column"), columns.get("label_column"),
+                     skip_rows=done)  # the rows after the whole shards
     shards = write_embedded(embed_dataset(ds, embedder, **pool), shards, shard_rows)
     return shards, shards.n_rows - done
 

@@ -96,8 +96,30 @@ def read_table(files: list[str], fmt: str):
     return ray.data.read_json(files, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES), max_calls=1)
 
 
-def read_corpus(path: str, text_column: str, id_column: str | None = None, label_column: str | None = None):
-    """Ray Dataset of prepared rows (see module docstring).
+def read_after(files: list[str], fmt: str, skip_rows: int):
+    """Lazy Ray Dataset of the rows of `read_table(files, fmt)` after its first `skip_rows`, in
+    order, without reading the corpus first: the files wholly among the rows skipped are left out
+    by their row counts (each file counted by a Ray read, in order, up to the one the rows skipped
+    end in); that one file's rows after them come first, as one block (the only rows read before
+    they are needed); the files after it stream as `read_table` reads them.
+
+    `Dataset.union` with preserve_order takes one bundle from each input in turn: with the first
+    input a single block, that is the first input's rows, then the second's in their order.
+    """
+    before = 0
+    for last, file in enumerate(files):
+        rows = read_table([file], fmt).count()
+        if before + rows > skip_rows or last == len(files) - 1:
+            break
+        before += rows
+    rest = read_table([file], fmt).split_at_indices([min(skip_rows - before, rows)])[1].repartition(1).materialize()
+    return rest.union(read_table(files[last + 1:], fmt)) if last + 1 < len(files) else rest
+
+
+def read_corpus(path: str, text_column: str, id_column: str | None = None, label_column: str | None = None,
+                skip_rows: int = 0):
+    """Ray Dataset of prepared rows (see module docstring); with `skip_rows`, of the rows after
+    the first `skip_rows` (`read_after`: an embed stage resumed after the rows it has).
 
     Raises ICCError for a bad path, a file that cannot be parsed (truncated Parquet, malformed CSV
     or JSON, a text encoding other than UTF-8) as far as the schema shows it, a missing column, a
@@ -123,6 +145,9 @@ def read_corpus(path: str, text_column: str, id_column: str | None = None, label
         with _readable(path):
             ids = _gather(ds.select_columns([id_column]))
         check_unique_ids(ids, id_column)
+    if skip_rows:
+        with _readable(path):
+            ds = read_after(files, fmt, skip_rows)
     keep = {role: name for role, name in wanted.items() if name}
     return ds.select_columns(list(dict.fromkeys(keep.values()))).map_batches(
         prepare_batch, fn_kwargs={"columns": keep}, batch_format="pyarrow"
