@@ -6,7 +6,8 @@ A CPU-sized version of the paper's setting: k in --ks, d in --ds, n in 10..20 po
 dropout 0.05, q/k/v/o) and a cosine schedule; 2 CPU Ray Train workers with DeepSpeed ZeRO-2, fp32.
 `icc finetune` runs as a subprocess on a local Ray (again, resuming, if it fails); the references are
 "chance" (labels uniform in 0..k-1, mean of 20 draws per episode) and "one cluster" (every point in
-cluster 0). The Markdown table and the raw numbers (JSON) go to benchmarks/results/.
+cluster 0), also for the held-out accuracy that training logs against the episodes seen (the curve).
+The Markdown table and the raw numbers (JSON) go to benchmarks/results/.
 
     python benchmarks/finetune_smollm2.py --steps 60 --ks 2,3 --ds 1,2
     python benchmarks/finetune_smollm2.py --out DIR --report-only   # the tables again from a finished run
@@ -24,13 +25,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from icc.finetune.evaluate import paired_bootstrap
+from icc.finetune.evaluate import held_out_episodes, paired_bootstrap
 from icc.incontext.scoring import METRICS, episode_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("zero_shot", "finetuned", "chance", "one_cluster")
 PARTS = ("all", "seen_df", "unseen_df")
 TRAIN_DFS = 4
+EVAL_DFS = [1, 1.25, 1.5, 1.75, 2, 5, 100]  # icc finetune's default evaluation.dfs
+N_RANGE = [10, 20]
 
 
 def finetune(out: Path, args) -> dict:
@@ -39,12 +42,13 @@ def finetune(out: Path, args) -> dict:
     and their number (also written to out/benchmark_run.json)."""
     overrides = [
         "llm.model=SmolLM2-135M-Instruct", "ray.progress_bars=false", f"data.ks=[{args.ks}]", f"data.ds=[{args.ds}]",
-        "data.n_range=[10,20]", f"data.episodes={args.episodes}", "data.validation_episodes=1",
+        f"data.n_range=[{N_RANGE[0]},{N_RANGE[1]}]", f"data.episodes={args.episodes}", "data.validation_episodes=1",
+        f"data.loss_tokens={args.loss_tokens}", f"lora.target_modules=[{args.lora_modules}]",
         f"trainer.workers={args.workers}", f"trainer.micro_batch_size={args.micro_batch_size}",
         f"trainer.accumulation={args.accumulation}", f"trainer.max_steps={args.steps}", f"trainer.lr={args.lr}",
         f"trainer.warmup_steps={args.warmup_steps}", f"trainer.eval_every={args.eval_every}",
         f"trainer.checkpoint_every={args.checkpoint_every}", f"evaluation.episodes={args.eval_episodes}",
-        f"output.dir={out}",
+        f"evaluation.curve_episodes={args.curve_episodes}", f"output.dir={out}",
     ]
     start = time.perf_counter()
     for attempt in range(1, args.attempts + 1):
@@ -73,6 +77,12 @@ def with_references(frame: pd.DataFrame, draws: int = 20, seed: int = 0) -> pd.D
     return frame
 
 
+def references(episodes: list[dict]) -> dict:
+    """Mean accuracy of the "chance" and "one_cluster" answers to `episodes` (as `with_references`)."""
+    frame = with_references(pd.DataFrame({"labels": [e["labels"] for e in episodes], "k": [e["k"] for e in episodes]}))
+    return {method: float(frame[f"acc_{method}"].mean()) for method in ("chance", "one_cluster")}
+
+
 def spread(values) -> dict:
     """Per-episode spread of a score: mean, standard deviation and quartiles."""
     q1, median, q3 = np.percentile(values, [25, 50, 75])
@@ -93,6 +103,10 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=30)
     parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument("--loss-tokens", default="answer", help="data.loss_tokens: answer or labels")
+    parser.add_argument("--lora-modules", default="q_proj,k_proj,v_proj,o_proj", help="lora.target_modules")
+    parser.add_argument("--curve-episodes", type=int, default=1, help="held-out episodes per cell for the curve")
+    parser.add_argument("--notes", type=Path, default=None, help="Markdown appended to the results (e.g. a diagnosis)")
     parser.add_argument("--attempts", type=int, default=3, help="runs of icc finetune, resuming after a failure")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results")
     parser.add_argument("--name", default="finetune_smollm2_cpu", help="file name of the results, no suffix")
@@ -105,6 +119,8 @@ def main() -> None:
         metrics = json.loads((out / "metrics.json").read_text())
         frame = with_references(pq.read_table(out / "evaluation.parquet").to_pandas())
     train = metrics["train"]
+    curve = held_out_episodes(args.curve_episodes, [int(k) for k in args.ks.split(",")],
+                              [int(d) for d in args.ds.split(",")], EVAL_DFS, N_RANGE, seed=2)
     parts = {"all": frame, "seen_df": frame[frame["seen"]], "unseen_df": frame[~frame["seen"]]}
     result = {
         "model": "SmolLM2-135M-Instruct", **run, "effective_batch": args.workers * args.micro_batch_size * args.accumulation,
@@ -113,6 +129,8 @@ def main() -> None:
         "train": {key: train[key] for key in ("step", "resumed_from_step", "train_loss", "eval_loss", "tokens_per_s",
                                               "peak_memory_gib")},
         "eval_loss_by_step": train["history"]["eval_loss"],
+        "eval_label_loss_by_step": train["history"]["eval_label_loss"],
+        "curve": {"episodes": len(curve), "step_seen_acc": train["history"]["held_out_acc"], **references(curve)},
         "evaluation": metrics["evaluation"],
         "scores": {part: {m: {"episodes": len(rows), **{x: float(rows[f"{x}_{m}"].mean()) for x in METRICS}}
                           for m in METHODS} for part, rows in parts.items()},
@@ -124,7 +142,8 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / args.name
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result, args) + "\n")
+    notes = "\n\n" + args.notes.read_text().strip() if args.notes else ""
+    stem.with_suffix(".md").write_text(markdown(result, args) + notes + "\n")
     print(markdown(result, args))
 
 
@@ -136,10 +155,13 @@ def markdown(result: dict, args) -> str:
         "",
         f"Training: {result['training_episodes']} synthetic episodes (k in {{{args.ks}}}, d in {{{args.ds}}}, n in 10..20, "
         f"df in {{1, 2, 5, 100}}), {train['step']} optimizer steps of {result['effective_batch']} episodes "
-        f"({train['step'] * result['effective_batch']} episodes seen), LoRA r=64 alpha=16 on q/k/v/o, lr {args.lr} "
+        f"({train['step'] * result['effective_batch']} episodes seen), LoRA r=64 alpha=16 on {args.lora_modules}, "
+        f"loss on the {args.loss_tokens} tokens, lr {args.lr} "
         f"cosine, {args.workers} Ray Train workers with DeepSpeed ZeRO-2 (fp32, gloo): "
         f"{result['seconds']['train']:.0f} s of training, {train['tokens_per_s']:.0f} tokens/s. "
-        f"Eval loss per answer token {result['eval_loss_by_step'][0][1]:.3f} at step 0, {train['eval_loss']:.3f} at the end.",
+        f"Eval loss per answer token {result['eval_loss_by_step'][0][1]:.3f} at step 0, {train['eval_loss']:.3f} at the end; "
+        f"per label token {result['eval_label_loss_by_step'][0][1]:.3f} at step 0, "
+        f"{result['eval_label_loss_by_step'][-1][1]:.3f} at the end.",
         "",
         f"Evaluation: the same {scores['all']['finetuned']['episodes']} held-out episodes (other seeds; "
         f"{args.eval_episodes} per (k, d, df) cell, df also at the unseen 1.25, 1.5, 1.75) answered by the base model "
@@ -168,6 +190,13 @@ def markdown(result: dict, args) -> str:
     lines += ["", "| df | acc zero-shot | acc fine-tuned | acc chance | acc one cluster |", "|---|---|---|---|---|"]
     for df, acc in result["by_df_acc"].items():
         lines.append(f"| {df} | " + " | ".join(f"{acc[m]:.3f}" for m in METHODS) + " |")
+    curve = result["curve"]
+    lines += ["", f"Held-out accuracy during training ({curve['episodes']} other held-out episodes, constrained greedy "
+              f"answers; chance {curve['chance']:.3f}, one cluster {curve['one_cluster']:.3f} on them):", "",
+              "| step | episodes seen | held-out acc | eval loss (label tokens) |", "|---|---|---|---|"]
+    label_loss = dict(result["eval_label_loss_by_step"])
+    for step, seen, acc in curve["step_seen_acc"]:
+        lines.append(f"| {step} | {seen} | {acc:.3f} | {label_loss[step]:.3f} |")
     spreads = result["per_episode_acc"]["all"]
     lines += [
         "",

@@ -22,14 +22,15 @@ def run(cfg: DictConfig) -> None:
     check_settings(load, cfg.seed, data, evaluation)
     start_ray(**cfg.ray)
 
-    before = evaluation.pop("before")
+    before, curve_episodes = evaluation.pop("before"), evaluation.pop("curve_episodes")
     held_out = held_out_episodes(**evaluation) if evaluation["episodes"] else []
+    curve = held_out_episodes(**{**evaluation, "episodes": curve_episodes}) if curve_episodes else []
     answers = {}
     if held_out and before:
         with timer("evaluate_before"):
             answers["zero_shot"] = generated_labels(held_out, llm)
     with timer("train"):
-        result = fit(out, load, data, to_kwargs(cfg.lora), to_kwargs(cfg.trainer), cfg.seed)
+        result = fit(out, load, data, to_kwargs(cfg.lora), to_kwargs(cfg.trainer), cfg.seed, curve)
         adapter = str(export_adapter(result, out / ADAPTER))
     if held_out:
         with timer("evaluate_after"):
