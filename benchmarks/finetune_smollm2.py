@@ -49,6 +49,7 @@ def finetune(out: Path, args) -> dict:
         f"trainer.warmup_steps={args.warmup_steps}", f"trainer.eval_every={args.eval_every}",
         f"trainer.checkpoint_every={args.checkpoint_every}", f"evaluation.episodes={args.eval_episodes}",
         f"evaluation.curve_episodes={args.curve_episodes}", f"output.dir={out}",
+        f"evaluation.before={str(not args.no_before).lower()}",
     ]
     start = time.perf_counter()
     for attempt in range(1, args.attempts + 1):
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--loss-tokens", default="answer", help="data.loss_tokens: answer or labels")
     parser.add_argument("--lora-modules", default="q_proj,k_proj,v_proj,o_proj", help="lora.target_modules")
     parser.add_argument("--curve-episodes", type=int, default=1, help="held-out episodes per cell for the curve")
+    parser.add_argument("--no-before", action="store_true", help="no zero-shot answers (evaluation.before=false)")
     parser.add_argument("--notes", type=Path, default=None, help="Markdown appended to the results (e.g. a diagnosis)")
     parser.add_argument("--attempts", type=int, default=3, help="runs of icc finetune, resuming after a failure")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results")
