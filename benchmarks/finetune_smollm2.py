@@ -1,5 +1,5 @@
-"""SmolLM2-135M-Instruct + LoRA fine-tuned by `icc finetune` on a CPU: zero-shot against fine-tuned
-answers on the same held-out synthetic episodes, next to two answers that know nothing of the points.
+"""SmolLM2-135M-Instruct + LoRA fine-tuned by `icc finetune` on a CPU: zero-shot (unless --no-before) against
+fine-tuned answers on the same held-out synthetic episodes, next to two answers that know nothing of the points.
 
 A CPU-sized version of the paper's setting: k in --ks, d in --ds, n in 10..20 points, training dfs
 {1, 2, 5, 100}, evaluation also at the unseen dfs 1.25, 1.5, 1.75; the paper's LoRA (r=64, alpha=16,
@@ -29,7 +29,8 @@ from icc.finetune.evaluate import held_out_episodes, paired_bootstrap
 from icc.incontext.scoring import METRICS, episode_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("zero_shot", "finetuned", "chance", "one_cluster")
+METHODS = ("zero_shot", "finetuned", "chance", "one_cluster")  # zero_shot only where the run answered before training
+NAMES = {"zero_shot": "zero-shot", "finetuned": "fine-tuned", "chance": "chance", "one_cluster": "one cluster"}
 PARTS = ("all", "seen_df", "unseen_df")
 TRAIN_DFS = 4
 EVAL_DFS = [1, 1.25, 1.5, 1.75, 2, 5, 100]  # icc finetune's default evaluation.dfs
@@ -123,9 +124,12 @@ def main() -> None:
     train = metrics["train"]
     curve = held_out_episodes(args.curve_episodes, [int(k) for k in args.ks.split(",")],
                               [int(d) for d in args.ds.split(",")], EVAL_DFS, N_RANGE, seed=2)
+    methods = [m for m in METHODS if f"acc_{m}" in frame]
+    others = [m for m in methods if m != "finetuned"]
     parts = {"all": frame, "seen_df": frame[frame["seen"]], "unseen_df": frame[~frame["seen"]]}
     result = {
-        "model": "SmolLM2-135M-Instruct", **run, "effective_batch": args.workers * args.micro_batch_size * args.accumulation,
+        "model": "SmolLM2-135M-Instruct", **run, "methods": methods,
+        "effective_batch": args.workers * args.micro_batch_size * args.accumulation,
         "training_episodes": args.episodes * len(args.ks.split(",")) * len(args.ds.split(",")) * TRAIN_DFS,
         "seconds": metrics["seconds"],
         "train": {key: train[key] for key in ("step", "resumed_from_step", "train_loss", "eval_loss", "tokens_per_s",
@@ -135,11 +139,11 @@ def main() -> None:
         "curve": {"episodes": len(curve), "step_seen_acc": train["history"]["held_out_acc"], **references(curve)},
         "evaluation": metrics["evaluation"],
         "scores": {part: {m: {"episodes": len(rows), **{x: float(rows[f"{x}_{m}"].mean()) for x in METRICS}}
-                          for m in METHODS} for part, rows in parts.items()},
+                          for m in methods} for part, rows in parts.items()},
         "acc_gain_over": {part: {m: paired_bootstrap(rows[f"acc_{m}"], rows["acc_finetuned"])
-                                 for m in ("zero_shot", "chance", "one_cluster")} for part, rows in parts.items()},
-        "per_episode_acc": {part: {m: spread(rows[f"acc_{m}"]) for m in METHODS} for part, rows in parts.items()},
-        "by_df_acc": {f"{df:g}": {m: float(rows[f"acc_{m}"].mean()) for m in METHODS} for df, rows in frame.groupby("df")},
+                                 for m in others} for part, rows in parts.items()},
+        "per_episode_acc": {part: {m: spread(rows[f"acc_{m}"]) for m in methods} for part, rows in parts.items()},
+        "by_df_acc": {f"{df:g}": {m: float(rows[f"acc_{m}"].mean()) for m in methods} for df, rows in frame.groupby("df")},
     }
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / args.name
@@ -150,10 +154,12 @@ def main() -> None:
 
 
 def markdown(result: dict, args) -> str:
-    train, scores, gains = result["train"], result["scores"], result["acc_gain_over"]
+    train, scores, gains, methods = result["train"], result["scores"], result["acc_gain_over"], result["methods"]
+    others, answered = [m for m in methods if m != "finetuned"], [m for m in methods if m != "one_cluster"]
     ci = lambda g: f"{g['mean']:+.3f} ({g['ci95'][0]:+.3f} .. {g['ci95'][1]:+.3f})"  # noqa: E731
     lines = [
-        f"# icc finetune: SmolLM2-135M-Instruct + LoRA on a 2-core CPU, zero-shot vs fine-tuned (k {args.ks}, d {args.ds})",
+        f"# icc finetune: SmolLM2-135M-Instruct + LoRA on a 2-core CPU, fine-tuned vs {', '.join(NAMES[m] for m in others)} "
+        f"(k {args.ks}, d {args.ds})",
         "",
         f"Training: {result['training_episodes']} synthetic episodes (k in {{{args.ks}}}, d in {{{args.ds}}}, n in 10..20, "
         f"df in {{1, 2, 5, 100}}), {train['step']} optimizer steps of {result['effective_batch']} episodes "
@@ -166,32 +172,32 @@ def markdown(result: dict, args) -> str:
         f"{result['eval_label_loss_by_step'][-1][1]:.3f} at the end.",
         "",
         f"Evaluation: the same {scores['all']['finetuned']['episodes']} held-out episodes (other seeds; "
-        f"{args.eval_episodes} per (k, d, df) cell, df also at the unseen 1.25, 1.5, 1.75) answered by the base model "
-        "(zero-shot) and by the fine-tuned one, greedy; accuracy after Hungarian matching (a missing label is an error). "
+        f"{args.eval_episodes} per (k, d, df) cell, df also at the unseen 1.25, 1.5, 1.75) answered by "
+        + ("the base model (zero-shot) and " if "zero_shot" in methods else "")
+        + "the fine-tuned model, constrained greedy; accuracy after Hungarian matching (a missing label is an error). "
         "Chance: uniform random labels; one cluster: every point in cluster 0.",
         "",
-        "| episodes | n | acc zero-shot | acc fine-tuned | acc chance | acc one cluster | ARI / NMI zero-shot "
-        "| ARI / NMI fine-tuned | ARI / NMI chance |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| episodes | n | " + " | ".join(f"acc {NAMES[m]}" for m in methods) + " | "
+        + " | ".join(f"ARI / NMI {NAMES[m]}" for m in answered) + " |",
+        "|---|---|" + "---|" * (len(methods) + len(answered)),
     ]
     for part in PARTS:
         s = scores[part]
         lines.append(
-            f"| {part} | {s['finetuned']['episodes']} | {s['zero_shot']['acc']:.3f} | {s['finetuned']['acc']:.3f} "
-            f"| {s['chance']['acc']:.3f} | {s['one_cluster']['acc']:.3f} | "
-            + " | ".join(f"{s[m]['ari']:.3f} / {s[m]['nmi']:.3f}" for m in ("zero_shot", "finetuned", "chance")) + " |"
+            f"| {part} | {s['finetuned']['episodes']} | " + " | ".join(f"{s[m]['acc']:.3f}" for m in methods) + " | "
+            + " | ".join(f"{s[m]['ari']:.3f} / {s[m]['nmi']:.3f}" for m in answered) + " |"
         )
     lines += ["", "Paired accuracy gain of the fine-tuned model, mean and 95% bootstrap CI over episodes "
               "(better / worse / tied episodes):", "",
-              "| episodes | over zero-shot | over chance | over one cluster |", "|---|---|---|---|"]
+              "| episodes | " + " | ".join(f"over {NAMES[m]}" for m in others) + " |", "|---|" + "---|" * len(others)]
     for part in PARTS:
         g = gains[part]
         lines.append(f"| {part} | " + " | ".join(
-            f"{ci(g[m])}, {g[m]['better']} / {g[m]['worse']} / {g[m]['tied']}" for m in ("zero_shot", "chance", "one_cluster")
+            f"{ci(g[m])}, {g[m]['better']} / {g[m]['worse']} / {g[m]['tied']}" for m in others
         ) + " |")
-    lines += ["", "| df | acc zero-shot | acc fine-tuned | acc chance | acc one cluster |", "|---|---|---|---|---|"]
+    lines += ["", "| df | " + " | ".join(f"acc {NAMES[m]}" for m in methods) + " |", "|---|" + "---|" * len(methods)]
     for df, acc in result["by_df_acc"].items():
-        lines.append(f"| {df} | " + " | ".join(f"{acc[m]:.3f}" for m in METHODS) + " |")
+        lines.append(f"| {df} | " + " | ".join(f"{acc[m]:.3f}" for m in methods) + " |")
     curve = result["curve"]
     lines += ["", f"Held-out accuracy during training ({curve['episodes']} other held-out episodes, constrained greedy "
               f"answers; chance {curve['chance']:.3f}, one cluster {curve['one_cluster']:.3f} on them):", "",
