@@ -164,7 +164,7 @@ def markdown(result: dict, args) -> str:
         f"Training: {result['training_episodes']} synthetic episodes (k in {{{args.ks}}}, d in {{{args.ds}}}, n in 10..20, "
         f"df in {{1, 2, 5, 100}}), {train['step']} optimizer steps of {result['effective_batch']} episodes "
         f"({train['step'] * result['effective_batch']} episodes seen), LoRA r=64 alpha=16 on {args.lora_modules}, "
-        f"loss on the {args.loss_tokens} tokens, lr {args.lr} "
+        f"data.loss_tokens={args.loss_tokens}, lr {args.lr} "
         f"cosine, {args.workers} Ray Train workers with DeepSpeed ZeRO-2 (fp32, gloo): "
         f"{result['seconds']['train']:.0f} s of training, {train['tokens_per_s']:.0f} tokens/s. "
         f"Eval loss per answer token {result['eval_loss_by_step'][0][1]:.3f} at step 0, {train['eval_loss']:.3f} at the end; "
