@@ -4,7 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from icc.checks import check_bool
+from icc.checks import check_bool, check_int
 from icc.config import to_kwargs
 from icc.finetune.evaluate import generated_labels, held_out_episodes
 from icc.finetune.lora import merge_adapter
@@ -27,7 +27,9 @@ def run(cfg: DictConfig) -> None:
     check_episode_settings(llm["generate"], llm["pool"])  # the evaluation's answers
     check_bool(cfg.merge, "merge")
     before = check_bool(evaluation.pop("before"), "evaluation.before")
+    curve_episodes = check_int(evaluation.pop("curve_episodes"), "evaluation.curve_episodes")
     held_out = held_out_episodes(**evaluation)
+    curve = held_out_episodes(**{**evaluation, "episodes": curve_episodes})  # the accuracy curve during training
     out = Path(cfg.output.dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
@@ -38,7 +40,7 @@ def run(cfg: DictConfig) -> None:
         with timer("evaluate_before"):
             answers["zero_shot"] = generated_labels(held_out, llm)
     with timer("train"):
-        result = fit(out, load, data, lora, trainer, cfg.seed)
+        result = fit(out, load, data, lora, trainer, cfg.seed, curve)
         adapter = str(export_adapter(result, out / ADAPTER))
     if held_out:
         with timer("evaluate_after"):

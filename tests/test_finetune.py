@@ -27,6 +27,7 @@ from icc.finetune.data import (
     encode,
     epoch_steps,
     first_appearance,
+    label_spans,
     micro_batches,
     shuffled,
 )
@@ -94,6 +95,20 @@ def test_loss_mask_covers_the_answer_and_end_of_turn_only(tokenizer):
     assert _answer(tokenizer, example, episode["n"]) == first_appearance(episode["labels"])
 
 
+def test_label_loss_covers_the_label_digits_only(tokenizer):
+    assert label_spans("[0, 12, 3]") == [(1, 2), (4, 6), (8, 9)]
+    for k, n in ((3, 9), (12, 14)):  # one-digit and two-digit labels
+        episode = make_episode(seed=4, k=k, d=1, df=5.0, n_range=(n, n))
+        full, labels_only = encode(tokenizer, episode), encode(tokenizer, episode, "labels")
+        assert labels_only["input_ids"] == full["input_ids"]
+        kept = [t for t in labels_only["labels"] if t != IGNORE]
+        digits = "".join(tokenizer.decode([t]) for t in kept)
+        assert digits == "".join(map(str, first_appearance(episode["labels"])))  # every label's digits, in order
+        assert len(kept) < sum(t != IGNORE for t in full["labels"]) / 2  # brackets, ", " and EOS have no loss
+    with pytest.raises(ICCError, match="data.loss_tokens must be one of answer, labels"):
+        encode(tokenizer, episode, "format")
+
+
 def test_shuffled_points_keep_their_labels_and_the_partition(tokenizer):
     episode = make_episode(seed=5, k=3, d=2, df=2.0, n_range=(12, 12))
     moved = shuffled(episode, np.random.default_rng(0))
@@ -159,8 +174,10 @@ def test_bad_training_settings_are_user_errors(tmp_path):
 
 
 def test_an_adapter_or_a_shared_seed_is_a_user_error():
-    data, evaluation = {"validation_seed": 1}, {"seed": 2}
+    data, evaluation = {"validation_seed": 1, "loss_tokens": "labels"}, {"seed": 2}
     check_settings({"adapter": None}, 0, data, evaluation)
+    with pytest.raises(ICCError, match="data.loss_tokens must be one of"):
+        check_settings({"adapter": None}, 0, {**data, "loss_tokens": "digits"}, evaluation)
     with pytest.raises(ICCError, match="llm.adapter must be null"):
         check_settings({"adapter": "runs/a/adapter"}, 0, data, evaluation)
     with pytest.raises(ICCError, match="evaluation.seed must differ"):
@@ -192,6 +209,11 @@ def test_training_lowers_the_loss_and_logs_it(trained):
     assert [step for step, _ in train["history"]["train_loss"]] == list(range(1, 9))
     eval_loss = dict(train["history"]["eval_loss"])
     assert list(eval_loss) == [0, 4, 8] and eval_loss[8] < eval_loss[4] < eval_loss[0]
+    assert [step for step, _ in train["history"]["eval_label_loss"]] == [0, 4, 8]
+    # the curve: 3 held-out episodes (1 per df) answered at each eval, against 8 episodes a step
+    curve = train["history"]["held_out_acc"]
+    assert [(step, seen) for step, seen, _ in curve] == [(0, 0), (4, 32), (8, 64)]
+    assert all(0 < acc <= 1 for _, _, acc in curve) and "held-out acc by episodes seen: 0: " in result.stdout
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (out / "train").glob("step_*")) == ["step_000004", "step_000008"]
     assert "icc finetune:" in result.stdout and json.loads((out / "run.json").read_text())["pipeline"] == "finetune"

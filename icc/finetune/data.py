@@ -2,7 +2,9 @@
 
 An example is the chat prompt of an episode (as `icc incontext` renders it) followed by the answer
 `[0, 1, 0, ...]` and the tokenizer's EOS token (the end-of-turn token of instruct models: <|im_end|>
-for SmolLM2 and Qwen, <|eot_id|> for Llama 3). The loss is on the answer and that token only.
+for SmolLM2 and Qwen, <|eot_id|> for Llama 3). The loss is on the answer and that token only
+(LOSS_TOKENS "answer"), or on the label tokens only ("labels"): the brackets, ", " and EOS, two
+thirds of an answer's tokens, are what constrained decoding writes anyway.
 Answers number the clusters in order of first appearance, so that one partition has one answer.
 """
 
@@ -14,6 +16,7 @@ from icc.incontext.runner import render_episode
 
 IGNORE = -100  # the label of a token without loss (torch cross-entropy's ignore_index)
 GROUP = 50  # micro-batches per length-sorted chunk: long enough to group lengths, short enough to mix
+LOSS_TOKENS = ("answer", "labels")  # the answer tokens with loss: all of them (and EOS), or the labels' digits
 
 
 def first_appearance(labels) -> list[int]:
@@ -33,35 +36,61 @@ def answer_text(labels) -> str:
     return "[" + ", ".join(map(str, first_appearance(labels))) + "]"
 
 
-def encode(tokenizer, episode: dict) -> dict[str, list[int]]:
-    """`input_ids` (prompt, answer, EOS) and `labels` (IGNORE on the prompt, else the token id).
+def label_spans(answer: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of the labels in an `answer_text`: "[0, 12]" -> [(1, 2), (4, 6)]."""
+    spans, start = [], 1
+    for label in answer[1:-1].split(", "):
+        spans.append((start, start + len(label)))
+        start += len(label) + 2
+    return spans
 
-    The prompt and the answer are tokenised apart, as at generation, where the answer's tokens follow
-    the prompt's.
+
+def check_loss_tokens(loss_tokens: str) -> None:
+    """ICCError unless `loss_tokens` is one of LOSS_TOKENS."""
+    if loss_tokens not in LOSS_TOKENS:
+        raise ICCError(f"data.loss_tokens must be one of {', '.join(LOSS_TOKENS)}, got {loss_tokens!r}")
+
+
+def encode(tokenizer, episode: dict, loss_tokens: str = "answer") -> dict[str, list[int]]:
+    """`input_ids` (prompt, answer, EOS) and `labels`: the token id where there is loss, else IGNORE.
+
+    loss_tokens "answer": loss on the answer and EOS; "labels": on the tokens that write a label's
+    digits only (a token overlapping a label counts). The prompt and the answer are tokenised apart,
+    as at generation, where the answer's tokens follow the prompt's.
     """
+    check_loss_tokens(loss_tokens)
     if tokenizer.eos_token_id is None:
         raise ICCError("the tokenizer has no EOS token to end the answers with")
     prompt, _ = render_episode(tokenizer, episode)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer_text(episode["labels"]), add_special_tokens=False)["input_ids"]
-    answer_ids.append(tokenizer.eos_token_id)
-    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE] * len(prompt_ids) + answer_ids}
+    answer = answer_text(episode["labels"])
+    tokens = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    answer_ids = tokens["input_ids"] + [tokenizer.eos_token_id]
+    targets = list(answer_ids)
+    if loss_tokens == "labels":
+        spans = label_spans(answer)
+        targets = [
+            token if any(start < end_label and start_label < end for start_label, end_label in spans) else IGNORE
+            for token, (start, end) in zip(targets, tokens["offset_mapping"] + [(0, 0)])
+        ]
+    return {"input_ids": prompt_ids + answer_ids, "labels": [IGNORE] * len(prompt_ids) + targets}
 
 
 class TrainingSet:
-    """Training episodes as examples: episode `index` in epoch `epoch` (with `augment`, its points
-    in an order drawn from (seed, epoch, index)), collated into batches."""
+    """Training episodes as examples (`encode` with `loss_tokens`): episode `index` in epoch `epoch`
+    (with `augment`, its points in an order drawn from (seed, epoch, index)), collated into batches."""
 
-    def __init__(self, tokenizer, episodes: list[dict], augment: bool, seed: int):
+    def __init__(self, tokenizer, episodes: list[dict], augment: bool, seed: int, loss_tokens: str = "answer"):
         self.tokenizer, self.episodes, self.augment, self.seed = tokenizer, episodes, augment, seed
-        self.encoded = [encode(tokenizer, e) for e in episodes]
+        self.loss_tokens = loss_tokens
+        self.encoded = [encode(tokenizer, e, loss_tokens) for e in episodes]
         self.lengths = [len(e["input_ids"]) for e in self.encoded]  # in tokens, before augmentation
 
     def example(self, index: int, epoch: int) -> dict[str, list[int]]:
         if not self.augment:
             return self.encoded[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        return encode(self.tokenizer, shuffled(self.episodes[index], rng))
+        return encode(self.tokenizer, shuffled(self.episodes[index], rng), self.loss_tokens)
 
     def batch(self, indices: list[int], epoch: int) -> dict[str, torch.Tensor]:
         return collate([self.example(i, epoch) for i in indices], self.tokenizer.pad_token_id)

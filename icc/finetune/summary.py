@@ -23,7 +23,11 @@ def print_summary(out: Path, model: str, metrics: dict) -> None:
     """The training run in one line, then each part's scores per method and the accuracy gain."""
     train = metrics["train"]
     print(f"\nicc finetune: {model} + LoRA, {train['step']} steps ({train['tokens_per_s']:.0f} tokens/s), "
-          f"train loss {train['train_loss']:.3f}, eval loss {train.get('eval_loss', float('nan')):.3f} -> {out}")
+          f"train loss {train['train_loss']:.3f}, eval loss {train.get('eval_loss', float('nan')):.3f} "
+          f"(label tokens {train.get('eval_label_loss', float('nan')):.3f}) -> {out}")
+    if train["history"]["held_out_acc"]:
+        print("  held-out acc by episodes seen: "
+              + ", ".join(f"{seen}: {acc:.3f}" for _, seen, acc in train["history"]["held_out_acc"]))
     for part, methods in metrics.get("evaluation", {}).items():
         if part == "parse_status":
             continue

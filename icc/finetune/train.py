@@ -26,8 +26,10 @@ from icc.checks import check_bool, check_int, check_non_negative, check_positive
 from icc.errors import ICCError
 from icc.files import write_json
 from icc.finetune.checkpoints import MANIFEST, SNAPSHOT, file_hashes, merge_parts, record_checkpoint, verify_checkpoints
-from icc.finetune.data import IGNORE, TrainingSet, collate, encode, epoch_steps, micro_batches
+from icc.finetune.data import IGNORE, TrainingSet, check_loss_tokens, collate, encode, epoch_steps, micro_batches
 from icc.finetune.lora import add_lora, check_lora
+from icc.incontext.runner import cluster_episodes
+from icc.incontext.scoring import episode_scores
 from icc.incontext.synthetic import check_grid, make_episodes
 from icc.memory import peak_rss_mib
 from icc.models.llm import load_causal_lm
@@ -39,9 +41,11 @@ _DEEPSPEED = "deepspeed"  # DeepSpeed's checkpoint tag (its folder inside a chec
 
 def check_settings(llm: dict, seed: int, data: dict, evaluation: dict) -> None:
     """ICCError for an `llm` with an adapter (icc finetune trains a new one) and for seeds that do not
-    differ: `seed`, `data["validation_seed"]` and `evaluation["seed"]` each draw their own episodes."""
+    differ (`seed`, `data["validation_seed"]` and `evaluation["seed"]` each draw their own episodes),
+    and for a `data["loss_tokens"]` that is not one of LOSS_TOKENS."""
     if llm["adapter"] is not None:
         raise ICCError("llm.adapter must be null: icc finetune trains a new adapter")
+    check_loss_tokens(data["loss_tokens"])
     if len({seed, data["validation_seed"], evaluation["seed"]}) < 3:
         raise ICCError("seed, data.validation_seed and evaluation.seed must differ: each draws its own episodes")
 
@@ -85,11 +89,13 @@ def steps_per_epoch(examples: int, micro_batch_size: int, workers: int, accumula
     return math.ceil(examples / micro_batch_size) // (workers * accumulation)
 
 
-def fit(out: Path, load: dict, data: dict, lora: dict, trainer: dict, seed: int):
+def fit(out: Path, load: dict, data: dict, lora: dict, trainer: dict, seed: int, curve: list[dict] = ()):
     """Train a LoRA adapter on `trainer["workers"]` Ray Train workers; returns Ray Train's Result.
 
     load: what loads the base model, the llm config's top keys: `model` and the keyword arguments
     of `load_causal_lm` (adapter null). data, lora, trainer: the config groups of those names.
+    curve: held-out episodes answered (constrained, greedy) at step 0 and at every eval loss, their
+    mean accuracy logged against the episodes seen (history `held_out_acc`); () for none.
 
     Checkpoints and Ray Train's state go to out/train, TensorBoard events to out/tensorboard.
     trainer["resume"]: go on from the last checkpoint in out/train (an error when there is none);
@@ -112,7 +118,7 @@ def fit(out: Path, load: dict, data: dict, lora: dict, trainer: dict, seed: int)
     config = {
         "load": load, "data": data, "lora": lora, "trainer": trainer, "seed": seed,
         "steps": trainer["max_steps"] or trainer["epochs"] * per_epoch, "steps_per_epoch": per_epoch,
-        "log_dir": str(out / "tensorboard"), "manifest": str(out / MANIFEST),
+        "log_dir": str(out / "tensorboard"), "manifest": str(out / MANIFEST), "curve": list(curve),
     }
     run = TorchTrainer(
         train_loop,
@@ -178,7 +184,8 @@ def deepspeed_config(micro_batch_size: int, accumulation: int, zero_stage: int, 
 
 def train_loop(config: dict) -> None:
     """One Ray Train worker: LoRA on the model, DeepSpeed, `config["steps"]` optimizer steps from the
-    last checkpoint (if any); eval loss, Ray reports and checkpoints as `config["trainer"]` says."""
+    last checkpoint (if any); eval losses (all answer tokens, label tokens only), held-out accuracy,
+    Ray reports and checkpoints as `config["trainer"]` says."""
     import deepspeed
     import ray.train
     import ray.train.torch
@@ -202,9 +209,10 @@ def train_loop(config: dict) -> None:
 
     cells = data["ks"], data["ds"], data["dfs"]
     training = TrainingSet(tokenizer, make_episodes(data["episodes"], *cells, seed, tuple(data["n_range"])),
-                           data["augment"], seed)
-    validation = [encode(tokenizer, e) for e in make_episodes(
-        data["validation_episodes"], *cells, data["validation_seed"], tuple(data["n_range"]))]
+                           data["augment"], seed, data["loss_tokens"])
+    held = make_episodes(data["validation_episodes"], *cells, data["validation_seed"], tuple(data["n_range"]))
+    validation = {tokens: [encode(tokenizer, e, tokens) for e in held] for tokens in ("answer", "labels")}
+    episodes_per_step = workers * t["micro_batch_size"] * t["accumulation"]
 
     steps = config["steps"]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t["lr"],
@@ -214,7 +222,7 @@ def train_loop(config: dict) -> None:
         model=model, optimizer=optimizer, lr_scheduler=schedule,
         config=deepspeed_config(t["micro_batch_size"], t["accumulation"], t["zero_stage"], t["grad_clip"], dtype),
     )
-    start, history = 0, {"train_loss": [], "eval_loss": []}
+    start, history = 0, {"train_loss": [], "eval_loss": [], "eval_label_loss": [], "held_out_acc": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -222,16 +230,23 @@ def train_loop(config: dict) -> None:
         start, history = state["step"], state["history"]
     writer = _tensorboard(config["log_dir"], start) if rank == 0 else None
 
-    def eval_loss(step: int) -> float:
-        loss = _eval_loss(engine, validation, rank, workers, t["micro_batch_size"], tokenizer.pad_token_id, device)
-        history["eval_loss"].append([step, loss])
-        if writer:
-            writer.add_scalar("eval/loss", loss, step)
-        return loss
+    def evaluate(step: int) -> None:
+        """Eval losses into `history` and `metrics`; with `curve`, the held-out accuracy too."""
+        for name, examples in (("eval_loss", validation["answer"]), ("eval_label_loss", validation["labels"])):
+            metrics[name] = _eval_loss(engine, examples, rank, workers, t["micro_batch_size"], tokenizer.pad_token_id,
+                                       device)
+            history[name].append([step, metrics[name]])
+            if writer:
+                writer.add_scalar(f"eval/{name.removeprefix('eval_')}", metrics[name], step)
+        if config["curve"]:
+            metrics["held_out_acc"] = _held_out_accuracy(engine, tokenizer, config["curve"], rank, workers, device)
+            history["held_out_acc"].append([step, step * episodes_per_step, metrics["held_out_acc"]])
+            if writer:
+                writer.add_scalar("eval/held_out_acc", metrics["held_out_acc"], step)
 
     metrics = {"resumed_from_step": start}
-    if start == 0 and validation:
-        metrics["eval_loss"] = eval_loss(0)
+    if start == 0 and held:
+        evaluate(0)
     tokens = seconds = 0.0
     plan, plan_epoch = None, None
     for step in range(start + 1, steps + 1):
@@ -258,14 +273,14 @@ def train_loop(config: dict) -> None:
             if writer:
                 for name in ("train_loss", "lr", "tokens_per_s"):
                     writer.add_scalar(f"train/{name.removeprefix('train_')}", metrics[name], step)
-        evaluate = bool(validation) and (step == steps or (t["eval_every"] and step % t["eval_every"] == 0))
-        if evaluate:
-            metrics["eval_loss"] = eval_loss(step)
+        evaluated = bool(held) and (step == steps or (t["eval_every"] and step % t["eval_every"] == 0))
+        if evaluated:
+            evaluate(step)
         if step == steps or (t["checkpoint_every"] and step % t["checkpoint_every"] == 0):
             if step == steps:
                 metrics.update(history=history, peak_memory_gib=_peak_memory_gib(device))
             _report_checkpoint(engine, model, step, history, metrics, config["manifest"], workers, rank == 0)
-        elif evaluate:
+        elif evaluated:
             ray.train.report(metrics)
     if writer:
         writer.close()
@@ -298,6 +313,22 @@ def _eval_loss(engine, examples: list[dict], rank: int, workers: int, batch_size
     engine.train()
     loss_sum, count = _all_sum([loss_sum, count], device)
     return loss_sum / count
+
+
+@torch.no_grad()
+def _held_out_accuracy(engine, tokenizer, episodes: list[dict], rank: int, workers: int, device) -> float:
+    """Mean accuracy (Hungarian) of the model's constrained greedy answers to `episodes`, each worker
+    answering its share in one batch."""
+    mine = episodes[rank::workers]
+    model = engine.module
+    engine.eval()
+    model.config.use_cache = True  # generation reuses the keys and values; training does not keep them
+    answers = cluster_episodes(model, tokenizer, mine) if mine else []
+    model.config.use_cache = False
+    engine.train()
+    total, count = _all_sum([sum(episode_scores(e["labels"], a["labels"])["acc"] for e, a in zip(mine, answers)),
+                             len(mine)], device)
+    return total / count
 
 
 def _report_checkpoint(engine, model, step: int, history: dict, metrics: dict, manifest: str, workers: int,
