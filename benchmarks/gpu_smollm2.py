@@ -67,7 +67,7 @@ from incontext_smollm2 import PAPER_TABLE1
 from sklearn.cluster import KMeans
 
 from icc.checks import check_positive_int
-from icc.errors import ICCError, user_errors
+from icc.errors import ICCError
 from icc.finetune.data import collate, encode, epoch_steps
 from icc.finetune.evaluate import paired_bootstrap
 from icc.finetune.lora import add_lora
@@ -317,11 +317,14 @@ def main() -> None:
     parser.add_argument("--bench-seed", type=int, default=3)
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="processes that encode the episodes")
     args = parser.parse_args()
-    with user_errors():
+    try:  # not icc.errors.user_errors, which imports Hydra to read other errors
         if args.export_parts:
             export_parts(args.export_parts)
             return
         run(args, *checked(args))
+    except ICCError as e:
+        print(f"icc: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def numbers(text: str, option: str, kind=int) -> list:
