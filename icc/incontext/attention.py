@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from sklearn.cluster import SpectralClustering
 
-from icc.cluster.base import check_k
 from icc.errors import ICCError
 
 
@@ -198,6 +197,8 @@ def spectral_labels(affinity: np.ndarray, k: int, seed: int) -> np.ndarray:
     A small constant (1e-6 of the largest affinity; 1 if all are zero) is added to every entry, so
     that items with zero affinity to all others keep the graph connected and the eigensolver stable.
     """
+    from icc.cluster.base import check_k  # here: the icc.cluster package imports faiss and Ray
+
     affinity = np.asarray(affinity, dtype=np.float64)
     k = check_k(k, affinity.shape[0])
     affinity = affinity + 1e-6 * (affinity.max() or 1.0)
