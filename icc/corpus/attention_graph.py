@@ -35,7 +35,9 @@ from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans as SKMeans
 
 from icc.checks import check_non_negative, check_positive_int
+from icc.cluster import CONFIG_KEYS
 from icc.cluster.base import KClusterer, _means, check_k
+from icc.config import build
 from icc.corpus.rundir import part_name, renew
 from icc.corpus.sharded import Fitted
 from icc.corpus.shards import Shards, read_vectors
@@ -63,7 +65,7 @@ class AttentionClusterer(KClusterer):
     neighbours (0: attention alone, 1: embeddings alone); episodes_per_batch: episodes per prefill.
     """
 
-    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer=-7, orders=2,
+    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer=-7, orders=1,
                  condition=None, embedding_weight=0.5, n_neighbors=10, episodes_per_batch=4, random_state=0,
                  k_range=(2, 20), auto_sample=5000, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
@@ -106,11 +108,8 @@ class AttentionClusterer(KClusterer):
 
 def make_attention_clusterer(name: str, **params) -> AttentionClusterer:
     """The clusterer from its config keys (`k` for n_clusters, `seed` for random_state), checked."""
-    keys = {"k": "n_clusters", "seed": "random_state"}
-    try:
-        clusterer = AttentionClusterer(**{keys.get(key, key): value for key, value in params.items()})
-    except TypeError as e:
-        raise ICCError(f"bad parameters for clusterer '{name}': {e}") from None
+    clusterer = build({"attention": AttentionClusterer}, "clusterer", name,
+                      **{CONFIG_KEYS.get(key, key): value for key, value in params.items()})
     clusterer.check_params()
     return clusterer
 
