@@ -2,6 +2,9 @@
 sparse graph, its spectral clustering, and the whole preset on real Ray with the bundled LLM."""
 
 import json
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pandas as pd
@@ -18,7 +21,7 @@ from icc.corpus.attention_graph import (
     nearest_neighbours,
     spectral_clusters,
 )
-from tests.conftest import run_icc
+from tests.conftest import BIN, ROOT, run_icc
 
 PETS = ["My cat sleeps on the warm sofa all day.", "The puppy chewed my shoes again.",
         "Our dog loves chasing the ball in the park.", "The kitten purrs when I stroke her fur.",
@@ -140,6 +143,32 @@ def test_fused_with_the_embedding_graph_it_separates_two_obvious_topics(ray_addr
     assigned = cluster(ray_address, corpus, tmp_path / "fused", "clusterer.embedding_weight=0.5")
     truth = np.tile([0, 1], 12)
     assert adjusted_rand_score(truth, assigned["cluster"].iloc[:24]) == 1.0
+
+
+def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episodes_again(ray_address, corpus,
+                                                                                           tmp_path):
+    out = tmp_path / "run"
+    args = ["cluster", f"ray.address={ray_address}", f"data.path={corpus}", f"output.dir={out}", *TINY,
+            "clusterer.episodes_per_batch=1"]
+    parts = out / "attention_episodes.parquet"
+    job = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and job.poll() is None and not list(parts.glob("part-*.parquet")):
+            time.sleep(0.05)
+        assert job.poll() is None, "the run ended before it could be killed"
+        job.send_signal(signal.SIGKILL)
+    finally:
+        job.kill()
+        job.wait()
+    done = {path.name: path.stat().st_mtime_ns for path in parts.glob("part-*.parquet")}
+    assert 1 <= len(done) < 6
+    assigned = cluster(ray_address, corpus, out, "clusterer.episodes_per_batch=1")
+    assert len(assigned) == 25 and (assigned["cluster"].iloc[:24] >= 0).all()
+    assert {name: (parts / name).stat().st_mtime_ns for name in done} == done  # not prompted again
+    assert len(list(parts.glob("part-*.parquet"))) == 6 and not list(parts.glob("input-*"))
+    episodes = pq.read_table(parts).to_pandas()
+    assert sorted(episodes["episode"]) == list(range(6))
 
 
 @pytest.mark.parametrize("override, message", [

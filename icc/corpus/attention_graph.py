@@ -19,6 +19,7 @@ Stages, each O(N) or O(edges) for N embedded rows (never O(N^2)):
 of each cluster) that `assign_shards` writes like any other clusterer's.
 """
 
+import json
 import numbers
 import os
 import time
@@ -27,7 +28,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 import scipy.sparse as sp
@@ -42,6 +42,7 @@ from icc.corpus.rundir import part_name, renew
 from icc.corpus.sharded import Fitted
 from icc.corpus.shards import Shards, read_vectors
 from icc.errors import ICCError
+from icc.files import read_json, write_json
 from icc.incontext.attention import order_affinity, position_baseline
 from icc.incontext.layers import check_layers
 from icc.incontext.runner import EpisodeRunner, attention_column, num_layers, pool_size
@@ -49,6 +50,7 @@ from icc.ray_runtime import actor_pool, get
 
 EPISODES = "attention_episodes.parquet"  # one row per episode: episode, items, orders (R, n), attention (R, n, n)
 EDGES = "attention_edges.parquet"  # one row per (episode, pair): episode, i, j, weight (embedded row numbers, i < j)
+EPISODES_RECORD = "_episodes.json"  # in EPISODES: what the episodes were made from, and their batches
 EDGE_SCHEMA = pa.schema([("episode", pa.int64()), ("i", pa.int64()), ("j", pa.int64()), ("weight", pa.float32())])
 
 
@@ -267,33 +269,42 @@ def fit_attention(clusterer: AttentionClusterer, shards: Shards, load: dict, poo
 
     load: what loads the LLM (the `llm` config's top keys: `model`, dtype, trust_remote_code, ...);
     pool: its actors (`llm.pool`: actors, num_gpus, cpus_per_actor, num_threads).
-    `clusterer.graph_` records the graph for metrics.json: layer, episodes, tokens, edges, pairs,
-    eigenvalues, the k chosen and LLM seconds.
+    Resume: EPISODES/_episodes.json, written once the episodes are, records what they were made
+    from (these settings and the embedded corpus); a re-run with the same ones prompts only the
+    batches that have no part-*.parquet yet (one is written, atomically, as each batch comes back).
+    `clusterer.graph_` records the graph for metrics.json: layer, episodes, edges, pairs, the k
+    chosen, eigenvalues and LLM seconds (of this run's batches).
     """
     check_k(clusterer.prompt_k(), clusterer.episode_size)
     if clusterer.n_clusters != "auto":
         check_k(clusterer.n_clusters, shards.n_embedded)
     layer = check_layers([clusterer.layer], num_layers(load["model"], load.get("trust_remote_code", False)))[0]
-    renew(shards.dir, EPISODES, EDGES)
-    (shards.dir / EPISODES).mkdir()
+    made_from = json.loads(json.dumps({"clusterer": clusterer.get_params(), "load": load, "layer": layer,
+                                       "corpus": shards.key, "rows": shards.embedded}, default=str))
+    record = shards.dir / EPISODES / EPISODES_RECORD
+    done = record.is_file() and read_json(record)["made_from"] == made_from
+    renew(shards.dir, *([] if done else [EPISODES]), EDGES)
     (shards.dir / EDGES).mkdir()
-    episodes_ref, knn_ref = _write_episodes.options(num_returns=2).remote(clusterer, shards)
-    batches = get(episodes_ref)
+    if not done:
+        (shards.dir / EPISODES).mkdir()
+        batches = get(_write_episodes.remote(clusterer, shards))
+        write_json(record, {"made_from": made_from, "batches": batches})
+    batches = read_json(record)["batches"]
     seconds = prompt_episodes(shards.dir / EPISODES, batches, clusterer, layer, load, pool)
-    fitted, graph = get(_cluster_graph.remote(clusterer, shards, knn_ref))
+    fitted, graph = get(_cluster_graph.remote(clusterer, shards))
     fitted.clusterer.graph_ = {"layer": layer, "llm_seconds": round(seconds, 2), **graph}
     return fitted
 
 
-@ray.remote(num_cpus=1, num_returns=2)
-def _write_episodes(clusterer: AttentionClusterer, shards: Shards):
+@ray.remote(num_cpus=1)
+def _write_episodes(clusterer: AttentionClusterer, shards: Shards) -> int:
     """Stage 1 in a task: writes the episodes with their texts, `episodes_per_batch` a file, to
-    shards.dir/EPISODES/input-*.parquet; returns (the number of files, the kNN (indices, similarities))."""
-    vectors = np.concatenate([read_vectors(shards, s) for s in range(len(shards.rows))])
+    shards.dir/EPISODES/input-*.parquet; returns the number of files."""
+    vectors = _vectors(shards)
     texts = np.concatenate([_embedded_texts(shards, s) for s in range(len(shards.rows))])
     near = int(round(clusterer.neighbours * (clusterer.episode_size - 1)))
-    knn = nearest_neighbours(vectors, max(clusterer.n_neighbors, 2 * near))
-    episodes = corpus_episodes(knn[0], clusterer.passes, clusterer.episode_size, clusterer.neighbours,
+    neighbours, _ = nearest_neighbours(vectors, max(clusterer.n_neighbors, 2 * near))
+    episodes = corpus_episodes(neighbours, clusterer.passes, clusterer.episode_size, clusterer.neighbours,
                                clusterer.random_state)
     size = clusterer.episodes_per_batch
     for batch, start in enumerate(range(0, len(episodes), size)):
@@ -301,7 +312,11 @@ def _write_episodes(clusterer: AttentionClusterer, shards: Shards):
                  "n": len(items), "condition": clusterer.condition, "items": items.tolist(),
                  "texts": texts[items].tolist()} for e, items in enumerate(episodes[start:start + size])]
         pq.write_table(pa.Table.from_pylist(rows), shards.dir / EPISODES / f"input-{batch:05d}.parquet")
-    return -(-len(episodes) // size), (knn[0][:, :clusterer.n_neighbors], knn[1][:, :clusterer.n_neighbors])
+    return -(-len(episodes) // size)
+
+
+def _vectors(shards: Shards) -> np.ndarray:
+    return np.concatenate([read_vectors(shards, s) for s in range(len(shards.rows))])
 
 
 def _embedded_texts(shards: Shards, shard: int) -> np.ndarray:
@@ -312,51 +327,56 @@ def _embedded_texts(shards: Shards, shard: int) -> np.ndarray:
 
 class EpisodeAttention:
     """Ray Data actor: an `EpisodeRunner` that reads one layer's attention and answers nothing (a
-    prefill per prompt order); a batch of episodes (with the `path` of the file each came from)
-    becomes rows of episode, items, orders (R, n), attention (R, n, n), path and seconds (the
-    batch's LLM seconds shared out over its rows)."""
+    prefill per prompt order). For each `input` file of a batch (episodes as `_write_episodes`
+    writes them) it writes the episodes' episode, items, orders (R, n) and attention (R, n, n) to
+    the file's part-*.parquet (atomically, so a killed run leaves whole parts only); returns the
+    inputs with their LLM `seconds`."""
 
     def __init__(self, layer: int, **runner):
         self.runner = EpisodeRunner(layers=[layer], **runner)
         self.column = attention_column(layer)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        start = time.perf_counter()
-        read = self.runner(batch)
-        seconds = (time.perf_counter() - start) / max(batch.num_rows, 1)
-        return pa.table({"episode": read["episode"], "items": read["items"], "orders": read["attention_orders"],
-                         "attention": read[self.column], "path": read["path"],
-                         "seconds": pa.array([seconds] * batch.num_rows, pa.float64())})
+    def __call__(self, batch: dict) -> dict:
+        seconds = []
+        for path in map(Path, batch["input"]):
+            start = time.perf_counter()
+            read = self.runner(pq.read_table(path))
+            seconds.append(time.perf_counter() - start)
+            part = pa.table({"episode": read["episode"], "items": read["items"], "orders": read["attention_orders"],
+                             "attention": read[self.column]})
+            target = path.with_name(path.name.replace("input-", "part-"))
+            pq.write_table(part, target.with_name(f".{target.name}.tmp"))
+            os.replace(target.with_name(f".{target.name}.tmp"), target)
+        return {"input": batch["input"], "seconds": np.asarray(seconds)}
 
 
 def prompt_episodes(directory: Path, batches: int, clusterer: AttentionClusterer, layer: int, load: dict,
                     pool: dict) -> float:
-    """Stage 2: the episodes of directory/input-*.parquet through a pool of `EpisodeAttention`
-    actors, a file per batch; writes what each input file gives to its part-*.parquet and removes
-    the input. Returns the actors' LLM seconds summed (model loading excluded)."""
+    """Stage 2: the episodes of directory/input-<b>.parquet, b < batches, that have no
+    part-<b>.parquet yet, through a pool of `EpisodeAttention` actors, a file per batch (each
+    writes its part as it is done); then removes the inputs. Returns the actors' LLM seconds
+    summed (model loading excluded)."""
     import ray.data
 
-    actors, num_threads = pool_size(pool, batches)
-    runner = {**load, "num_threads": num_threads, "layer": layer, "orders": clusterer.orders,
-              "seed": clusterer.random_state}
-    inputs = [str(directory / f"input-{b:05d}.parquet") for b in range(batches)]
-    ds = ray.data.read_parquet(inputs, override_num_blocks=batches, include_paths=True).map_batches(
-        EpisodeAttention, fn_constructor_kwargs=runner, batch_size=None, batch_format="pyarrow",
-        **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),
-    )
+    todo = [str(directory / f"input-{b:05d}.parquet") for b in range(batches)
+            if not (directory / f"part-{b:05d}.parquet").is_file()]
     seconds = 0.0
-    for table in ray.get(ds.to_arrow_refs()):
-        seconds += pc.sum(table["seconds"]).as_py()
-        for path in sorted(set(table["path"].to_pylist())):
-            part = table.filter(pc.equal(table["path"], path)).drop_columns(["path", "seconds"])
-            pq.write_table(part, directory / Path(path).name.replace("input-", "part-"))
-    for path in inputs:
-        os.remove(path)
+    if todo:
+        actors, num_threads = pool_size(pool, len(todo))
+        runner = {**load, "num_threads": num_threads, "layer": layer, "orders": clusterer.orders,
+                  "seed": clusterer.random_state}
+        ds = ray.data.from_items([{"input": path} for path in todo], override_num_blocks=len(todo)).map_batches(
+            EpisodeAttention, fn_constructor_kwargs=runner, batch_size=1,
+            **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),
+        )
+        seconds = sum(float(batch["seconds"].sum()) for batch in ds.iter_batches(batch_size=None))
+    for b in range(batches):
+        (directory / f"input-{b:05d}.parquet").unlink(missing_ok=True)
     return seconds
 
 
 @ray.remote(num_cpus=1)
-def _cluster_graph(clusterer: AttentionClusterer, shards: Shards, knn: tuple[np.ndarray, np.ndarray]):
+def _cluster_graph(clusterer: AttentionClusterer, shards: Shards):
     """Stages 3-4 in a task: reads EPISODES, writes EDGES, clusters; returns (Fitted, graph record)."""
     from threadpoolctl import threadpool_limits
 
@@ -376,9 +396,9 @@ def _cluster_graph(clusterer: AttentionClusterer, shards: Shards, knn: tuple[np.
         pq.write_table(edges.slice(start, 1 << 20), shards.dir / EDGES / part_name(start >> 20))
     n = shards.n_embedded
     graph = affinity_graph(edges["i"].to_numpy(), edges["j"].to_numpy(), edges["weight"].to_numpy(), n)
-    fused = fuse(graph, knn_graph(*knn), clusterer.embedding_weight)
+    vectors = _vectors(shards)
+    fused = fuse(graph, knn_graph(*nearest_neighbours(vectors, clusterer.n_neighbors)), clusterer.embedding_weight)
     labels, eigenvalues = spectral_clusters(fused, clusterer.n_clusters, clusterer.k_range, clusterer.random_state)
-    vectors = np.concatenate([read_vectors(shards, s) for s in range(len(shards.rows))])
     clusterer.labels_ = None
     clusterer.cluster_centers_ = _means(vectors, labels)
     clusterer.fit_rows_, clusterer.n_features_in_ = vectors.shape
