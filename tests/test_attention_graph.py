@@ -154,9 +154,9 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
     job = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and job.poll() is None and not list(parts.glob("part-*.parquet")):
+        while not list(parts.glob("part-*.parquet")):  # the first batch prompted
+            assert job.poll() is None and time.monotonic() < deadline, "the run ended or hung before a batch was done"
             time.sleep(0.05)
-        assert job.poll() is None, "the run ended before it could be killed"
         job.send_signal(signal.SIGKILL)
     finally:
         job.kill()
