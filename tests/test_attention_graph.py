@@ -176,6 +176,7 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
     ("clusterer.embedding_weight=2", "embedding_weight must be in [0, 1]"),
     ("clusterer.fit_fraction=0.5", "clusters every row"),
     ("clusterer.layer=x", "layer must be an integer"),
+    ("clusterer.k=9", "episode_size (8) must be at least the k a prompt asks for (9)"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(tmp_path, corpus, override, message):
     result = run_icc("cluster", f"data.path={corpus}", f"output.dir={tmp_path}", *TINY, override)

@@ -102,6 +102,9 @@ class AttentionClusterer(KClusterer):
             raise ICCError("clusterer=attention clusters every row: fit_fraction must be 1 and max_fit_rows null")
         if self.assign != "centroid":
             raise ICCError("clusterer=attention assigns new points to the nearest centroid: assign must be centroid")
+        if self.prompt_k() > self.episode_size:
+            raise ICCError(f"clusterer.episode_size ({self.episode_size}) must be at least the k a prompt asks for "
+                           f"({self.prompt_k()})")
 
     def prompt_k(self) -> int:
         """The k each episode's prompt asks for: k, or with k=auto the smallest of k_range."""
@@ -275,7 +278,6 @@ def fit_attention(clusterer: AttentionClusterer, shards: Shards, load: dict, poo
     `clusterer.graph_` records the graph for metrics.json: layer, episodes, edges, pairs, the k
     chosen, eigenvalues and LLM seconds (of this run's batches).
     """
-    check_k(clusterer.prompt_k(), clusterer.episode_size)
     if clusterer.n_clusters != "auto":
         check_k(clusterer.n_clusters, shards.n_embedded)
     layer = check_layers([clusterer.layer], num_layers(load["model"], load.get("trust_remote_code", False)))[0]
