@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus import rundir
+from icc.corpus.attention_graph import fit_attention, make_attention_clusterer
 from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings
 from icc.corpus.labeler import make_labeler
 from icc.corpus.report import check_report, write_report
@@ -25,7 +26,8 @@ def run(cfg: DictConfig) -> None:
     out = Path(cfg.output.dir)
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
                            pool=to_kwargs(cfg.llm.pool))
-    clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
+    attention = cfg.clusterer.name == "attention"  # clusters the corpus from an LLM's attention, not in fit_shards
+    clusterer = (make_attention_clusterer if attention else make_clusterer)(**to_kwargs(cfg.clusterer))
     columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
     if cfg.report.enabled:
@@ -41,7 +43,8 @@ def run(cfg: DictConfig) -> None:
                                                 cfg.output.shard_rows, fingerprint)
         shards.check_clusterable(cfg.data.path)
         with timer("cluster"):
-            fitted = fit_shards(clusterer, shards)  # fitted in a Ray task: fitted.clusterer is its copy
+            fitted = (fit_attention(clusterer, shards, to_kwargs(cfg.llm, "generate", "pool"), to_kwargs(cfg.llm.pool))
+                      if attention else fit_shards(clusterer, shards))  # fitted in Ray tasks: fitted.clusterer is a copy
         with timer("assign"):
             assigned = assign_shards(fitted, shards, top=max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0))
         with timer("write"):

@@ -232,11 +232,7 @@ def run_episodes(
     size = generate["episodes_per_batch"]
     table = table.sort_by([("d", "ascending"), ("n", "ascending")])
     blocks = [table.slice(start, size) for start in range(0, table.num_rows, size)]
-    actors, num_threads = pool["actors"], pool["num_threads"]
-    resources = ray.cluster_resources()
-    if actors is None and not pool["num_gpus"] and not resources.get("GPU"):
-        actors = max(1, min(len(blocks), int(resources.get("CPU", 1) // pool["cpus_per_actor"])))
-        num_threads = num_threads or max(1, int(pool["cpus_per_actor"]))
+    actors, num_threads = pool_size(pool, len(blocks))
     runner = {
         **load, "num_threads": num_threads, "layers": list(layers),
         "max_new_tokens": generate["max_new_tokens"], "new_tokens_per_item": generate["new_tokens_per_item"],
@@ -250,6 +246,20 @@ def run_episodes(
         **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),
     )
     return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by("episode").to_pylist()
+
+
+def pool_size(pool: dict, batches: int) -> tuple[int | None, int | None]:
+    """(actors, num_threads) for a pool (`run_episodes`'s `pool`) that runs `batches` batches: as
+    configured, but on a cluster without GPUs `actors` None fills its CPUs with actors of
+    `cpus_per_actor` cores (that many torch threads unless `num_threads`), at most one per batch."""
+    import ray
+
+    actors, num_threads = pool["actors"], pool["num_threads"]
+    resources = ray.cluster_resources()
+    if actors is None and not pool["num_gpus"] and not resources.get("GPU"):
+        actors = max(1, min(batches, int(resources.get("CPU", 1) // pool["cpus_per_actor"])))
+        num_threads = num_threads or max(1, int(pool["cpus_per_actor"]))
+    return actors, num_threads
 
 
 def results_table(rows: list[dict], layers: Sequence[int]) -> pa.Table:

@@ -1,0 +1,414 @@
+"""Corpus-scale in-context clustering (`icc cluster clusterer=attention`): an LLM's attention between
+the texts of many small episodes, gathered into one sparse graph over the corpus and clustered spectrally.
+
+Stages, each O(N) or O(edges) for N embedded rows (never O(N^2)):
+
+1. `corpus_episodes`: every row in `passes` episodes of about `episode_size` rows: a row, its nearest
+   unplaced neighbours (faiss) for `neighbours` of the episode, the rest rows from elsewhere, shuffled.
+2. `prompt_episodes`: the prefill (no generation) of each episode's text-clustering prompt on a Ray
+   Data pool of LLM actors (`icc.incontext.runner.EpisodeRunner`): the item attention of one layer
+   in `orders` prompt orders, written to attention_episodes.parquet.
+3. `episode_edges` / `affinity_graph`: each episode's item affinity, position taken out
+   (`order_affinity` over the run's `position_baseline`), as edges (i, j, weight), i < j, written
+   to attention_edges.parquet and summed into one sparse (N, N) affinity divided by how often each
+   pair met; `fuse` mixes in the embedding kNN graph (`embedding_weight`).
+4. `spectral_clusters`: k-means on the leading eigenvectors of the normalised affinity (scipy
+   eigsh); k=auto by the largest eigengap in `k_range`.
+
+`fit_attention` runs them over an embedded corpus and returns a `Fitted` (centroids: the mean vector
+of each cluster) that `assign_shards` writes like any other clusterer's.
+"""
+
+import json
+import numbers
+import os
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
+from sklearn.cluster import KMeans as SKMeans
+
+from icc.checks import check_non_negative, check_positive_int
+from icc.cluster import CONFIG_KEYS
+from icc.cluster.base import KClusterer, _means, check_k
+from icc.config import build
+from icc.corpus.rundir import part_name, renew
+from icc.corpus.sharded import Fitted
+from icc.corpus.shards import Shards, read_vectors
+from icc.errors import ICCError
+from icc.files import read_json, write_json
+from icc.incontext.attention import order_affinity, position_baseline
+from icc.incontext.layers import check_layers
+from icc.incontext.runner import EpisodeRunner, attention_column, num_layers, pool_size
+from icc.ray_runtime import actor_pool, get
+
+EPISODES = "attention_episodes.parquet"  # one row per episode: episode, items, orders (R, n), attention (R, n, n)
+EDGES = "attention_edges.parquet"  # one row per (episode, pair): episode, i, j, weight (embedded row numbers, i < j)
+EPISODES_RECORD = "_episodes.json"  # in EPISODES: what the episodes were made from, and their batches
+EDGE_SCHEMA = pa.schema([("episode", pa.int64()), ("i", pa.int64()), ("j", pa.int64()), ("weight", pa.float32())])
+
+
+class AttentionClusterer(KClusterer):
+    """The settings of `icc cluster clusterer=attention` (see icc/conf/clusterer/attention.yaml);
+    `fit_attention` fits it on a corpus. It clusters every embedded row (no fit sample); after the
+    fit, `cluster_centers_` are the clusters' mean vectors and new points go to the nearest one.
+
+    passes: episodes each row is in; episode_size: rows per episode (the last of a pass may hold up
+    to episode_size * 1.5); neighbours: share of an episode that is the first row's nearest neighbours;
+    layer: decoder layer read (negative: from the last); orders: prompts per episode (the first in
+    the episode's shuffled order, then random ones); condition: "by sentiment" etc., or None;
+    embedding_weight: share of the fused graph that is the embedding kNN graph of `n_neighbors`
+    neighbours (0: attention alone, 1: embeddings alone); episodes_per_batch: episodes per prefill.
+    """
+
+    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer=-7, orders=1,
+                 condition=None, embedding_weight=0.5, n_neighbors=10, episodes_per_batch=4, random_state=0,
+                 k_range=(2, 20), auto_sample=5000, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
+        super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
+                         fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
+        self.passes = passes
+        self.episode_size = episode_size
+        self.neighbours = neighbours
+        self.layer = layer
+        self.orders = orders
+        self.condition = condition
+        self.embedding_weight = embedding_weight
+        self.n_neighbors = n_neighbors
+        self.episodes_per_batch = episodes_per_batch
+
+    def check_params(self) -> None:
+        super().check_params()
+        check_positive_int(self.passes, "clusterer.passes")
+        check_positive_int(self.orders, "clusterer.orders")
+        check_positive_int(self.n_neighbors, "clusterer.n_neighbors")
+        check_positive_int(self.episodes_per_batch, "clusterer.episodes_per_batch")
+        if check_positive_int(self.episode_size, "clusterer.episode_size") < 2:
+            raise ICCError(f"clusterer.episode_size must be at least 2, got {self.episode_size}")
+        for name in ("neighbours", "embedding_weight"):
+            value = getattr(self, name)
+            if check_non_negative(value, f"clusterer.{name}") > 1:
+                raise ICCError(f"clusterer.{name} must be in [0, 1], got {value!r}")
+        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
+            raise ICCError(f"clusterer.layer must be an integer (negative: from the last layer), got {self.layer!r}")
+        if self.condition is not None and not isinstance(self.condition, str):
+            raise ICCError(f"clusterer.condition must be a string or null, got {self.condition!r}")
+        if self.fit_fraction != 1 or self.max_fit_rows is not None:
+            raise ICCError("clusterer=attention clusters every row: fit_fraction must be 1 and max_fit_rows null")
+        if self.assign != "centroid":
+            raise ICCError("clusterer=attention assigns new points to the nearest centroid: assign must be centroid")
+        if self.prompt_k() > self.episode_size:
+            raise ICCError(f"clusterer.episode_size ({self.episode_size}) must be at least the k a prompt asks for "
+                           f"({self.prompt_k()})")
+
+    def prompt_k(self) -> int:
+        """The k each episode's prompt asks for: k, or with k=auto the smallest of k_range."""
+        return self.k_range[0] if self.n_clusters == "auto" else self.n_clusters
+
+
+def make_attention_clusterer(name: str, **params) -> AttentionClusterer:
+    """The clusterer from its config keys (`k` for n_clusters, `seed` for random_state), checked."""
+    clusterer = build({"attention": AttentionClusterer}, "clusterer", name,
+                      **{CONFIG_KEYS.get(key, key): value for key, value in params.items()})
+    clusterer.check_params()
+    return clusterer
+
+
+def nearest_neighbours(vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` nearest other rows of each unit vector (n, d) by inner product: indices (n, count)
+    int64 (-1 past the n - 1 others) and similarities (n, count) float32, nearest first."""
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    similarity, found = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(count + 1, len(vectors)))
+    rows = np.arange(len(vectors))[:, None]
+    others = found != rows  # drop each row itself (not always first among duplicates)
+    order = np.argsort(~others, axis=1, kind="stable")[:, :count]
+    found, similarity = np.take_along_axis(found, order, 1), np.take_along_axis(similarity, order, 1)
+    keep = np.take_along_axis(others, order, 1)
+    pad = count - found.shape[1]
+    found = np.pad(np.where(keep, found, -1), ((0, 0), (0, pad)), constant_values=-1)
+    return found.astype(np.int64), np.pad(np.where(keep, similarity, 0), ((0, 0), (0, pad))).astype(np.float32)
+
+
+def corpus_episodes(neighbours: np.ndarray, passes: int, size: int, share: float, seed: int) -> list[np.ndarray]:
+    """Episodes over n rows: `passes` passes, each placing every row in exactly one episode.
+
+    neighbours: (n, m) each row's nearest rows, nearest first (-1: none), from `nearest_neighbours`.
+    A pass walks the rows in a random order: the next unplaced row starts an episode, its nearest
+    unplaced neighbours fill round(share * (size - 1)) places, the next unplaced rows of the walk
+    fill the rest (rows from elsewhere, for contrast and a connected graph). A pass's last episode
+    joins the one before when it would hold fewer than size / 2 rows. Each episode's rows are
+    shuffled, so that neither neighbours nor the first row sit at fixed prompt positions.
+    Returns the episodes as int64 arrays of row numbers, pass by pass.
+    """
+    n = len(neighbours)
+    rng = np.random.default_rng(seed)
+    near = int(round(share * (size - 1)))
+    episodes = []
+    for _ in range(passes):
+        walk, placed, cursor, pass_episodes = rng.permutation(n), np.zeros(n, bool), 0, []
+        while cursor < n:
+            if placed[walk[cursor]]:
+                cursor += 1
+                continue
+            first = walk[cursor]
+            members = [first]
+            placed[first] = True
+            for j in neighbours[first]:
+                if len(members) > near:
+                    break
+                if j >= 0 and not placed[j]:
+                    members.append(j)
+                    placed[j] = True
+            while len(members) < size and cursor < n:
+                j = walk[cursor]
+                if not placed[j]:
+                    members.append(j)
+                    placed[j] = True
+                cursor += 1
+            pass_episodes.append(np.asarray(members, dtype=np.int64))
+        if len(pass_episodes) > 1 and len(pass_episodes[-1]) < size / 2:
+            pass_episodes[-2:] = [np.concatenate(pass_episodes[-2:])]
+        episodes += [rng.permutation(e) for e in pass_episodes]
+    return episodes
+
+
+def episode_edges(items: np.ndarray, attention: np.ndarray, orders: np.ndarray, baseline: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One episode's weighted edges: row numbers (i, j), i < j, and weights (m,) float64.
+
+    items: (n,) the row at each item; attention: (R, n, n) its item attention by prompt position in
+    R orders (n, n for R = 1); orders: (R, n) the item at each position; baseline: `position_baseline`.
+    The weights are `order_affinity`: mean attention of i and j to each other, divided by what
+    their positions draw, on the scale of one per item.
+    """
+    attention = np.asarray(attention, dtype=np.float64).reshape(-1, len(items), len(items))
+    affinity = order_affinity(attention, np.asarray(orders).reshape(len(attention), -1), baseline)
+    upper_i, upper_j = np.triu_indices(len(items), k=1)
+    rows_i, rows_j = items[upper_i], items[upper_j]
+    return np.minimum(rows_i, rows_j), np.maximum(rows_i, rows_j), affinity[upper_i, upper_j]
+
+
+def affinity_graph(i: np.ndarray, j: np.ndarray, weight: np.ndarray, n: int) -> sp.csr_matrix:
+    """The symmetric (n, n) affinity of edges (i, j, weight) (i != j; a pair may repeat): each
+    pair's mean weight over the edges that join it (the sum divided by how often the pair met)."""
+    both_i, both_j = np.concatenate([i, j]), np.concatenate([j, i])
+    sums = sp.coo_matrix((np.concatenate([weight, weight]).astype(np.float64), (both_i, both_j)), shape=(n, n)).tocsr()
+    counts = sp.coo_matrix((np.ones(len(both_i)), (both_i, both_j)), shape=(n, n)).tocsr()
+    sums.sum_duplicates()
+    counts.sum_duplicates()
+    mean = sums.copy()
+    mean.data = sums.data / counts.data  # same sparsity pattern, both sorted by (row, column)
+    return mean
+
+
+def knn_graph(neighbours: np.ndarray, similarity: np.ndarray) -> sp.csr_matrix:
+    """The symmetric (n, n) embedding kNN graph: weight max(similarity, 0), the larger of the two
+    directions where both rows list each other."""
+    n = len(neighbours)
+    rows = np.repeat(np.arange(n), neighbours.shape[1])
+    cols, weights = neighbours.ravel(), np.clip(similarity.ravel(), 0, None)
+    keep = cols >= 0
+    graph = sp.coo_matrix((weights[keep], (rows[keep], cols[keep])), shape=(n, n)).tocsr()
+    return graph.maximum(graph.T).tocsr()
+
+
+def fuse(attention: sp.csr_matrix, embedding: sp.csr_matrix, weight: float) -> sp.csr_matrix:
+    """(1 - weight) * attention + weight * embedding, each first divided by its mean row sum, so that
+    `weight` is the embedding graph's share of every row's weight on average."""
+    def scaled(graph: sp.csr_matrix) -> sp.csr_matrix:
+        mean = graph.sum() / graph.shape[0]
+        return graph / mean if mean > 0 else graph
+
+    if weight == 0:
+        return attention
+    if weight == 1:
+        return embedding
+    return ((1 - weight) * scaled(attention) + weight * scaled(embedding)).tocsr()
+
+
+def spectral_clusters(affinity: sp.csr_matrix, k, k_range, seed: int) -> tuple[np.ndarray, list[float]]:
+    """Labels (n,) int64 in [0, k) and the smallest eigenvalues of the normalised Laplacian of a
+    symmetric non-negative sparse affinity (n, n) (its diagonal is ignored).
+
+    The leading eigenvectors of D^-1/2 A D^-1/2 (scipy eigsh: matrix-vector products, O(edges) each),
+    rows scaled to unit length, clustered by k-means (Ng, Jordan and Weiss). k="auto": the k in
+    `k_range` with the largest gap between the k-th and (k+1)-th eigenvalue. Rows without edges get
+    a self-loop, so that they stay finite (and end wherever k-means puts the zero vector).
+    """
+    n = affinity.shape[0]
+    affinity = affinity.tocsr(copy=True)
+    affinity.setdiag(0)
+    affinity.eliminate_zeros()
+    largest = k_range[1] if k == "auto" else k
+    if largest >= n:
+        raise ICCError(f"k must be below the number of texts ({n}), got {largest}")
+    degree = np.asarray(affinity.sum(axis=1)).ravel()
+    affinity = affinity + sp.diags((degree == 0).astype(np.float64))
+    scale = sp.diags(1 / np.sqrt(np.where(degree > 0, degree, 1.0)))
+    normalised = scale @ affinity @ scale
+    count = min(largest + 1, n - 1)
+    v0 = np.random.default_rng(seed).random(n)
+    values, vectors = eigsh(normalised, k=count, which="LA", v0=v0, tol=1e-8, maxiter=max(1000, 20 * n))
+    order = np.argsort(-values)
+    eigenvalues = (1 - values[order]).tolist()
+    if k == "auto":
+        low = max(2, k_range[0])
+        k = max(range(low, min(largest, count - 1) + 1), key=lambda c: eigenvalues[c] - eigenvalues[c - 1])
+    embedding = vectors[:, order[:k]]
+    embedding /= np.linalg.norm(embedding, axis=1, keepdims=True).clip(min=1e-12)
+    labels = SKMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(embedding)
+    return labels.astype(np.int64), eigenvalues
+
+
+def fit_attention(clusterer: AttentionClusterer, shards: Shards, load: dict, pool: dict) -> Fitted:
+    """Fit `clusterer` on every embedded row of `shards` (stages 1-4 of the module docstring),
+    writing EPISODES and EDGES into shards.dir.
+
+    load: what loads the LLM (the `llm` config's top keys: `model`, dtype, trust_remote_code, ...);
+    pool: its actors (`llm.pool`: actors, num_gpus, cpus_per_actor, num_threads).
+    Resume: EPISODES/_episodes.json, written once the episodes are, records what they were made
+    from (these settings and the embedded corpus); a re-run with the same ones prompts only the
+    batches that have no part-*.parquet yet (one is written, atomically, as each batch comes back).
+    `clusterer.graph_` records the graph for metrics.json: layer, episodes, edges, pairs, the k
+    chosen, eigenvalues and LLM seconds (of this run's batches).
+    """
+    if clusterer.n_clusters != "auto":
+        check_k(clusterer.n_clusters, shards.n_embedded)
+    layer = check_layers([clusterer.layer], num_layers(load["model"], load.get("trust_remote_code", False)))[0]
+    made_from = json.loads(json.dumps({"clusterer": clusterer.get_params(), "load": load, "layer": layer,
+                                       "corpus": shards.key, "rows": shards.embedded}, default=str))
+    record = shards.dir / EPISODES / EPISODES_RECORD
+    done = record.is_file() and read_json(record)["made_from"] == made_from
+    renew(shards.dir, *([] if done else [EPISODES]), EDGES)
+    (shards.dir / EDGES).mkdir()
+    if not done:
+        (shards.dir / EPISODES).mkdir()
+        batches = get(_write_episodes.remote(clusterer, shards))
+        write_json(record, {"made_from": made_from, "batches": batches})
+    batches = read_json(record)["batches"]
+    seconds = prompt_episodes(shards.dir / EPISODES, batches, clusterer, layer, load, pool)
+    fitted, graph = get(_cluster_graph.remote(clusterer, shards))
+    fitted.clusterer.graph_ = {"layer": layer, "llm_seconds": round(seconds, 2), **graph}
+    return fitted
+
+
+@ray.remote(num_cpus=1)
+def _write_episodes(clusterer: AttentionClusterer, shards: Shards) -> int:
+    """Stage 1 in a task: writes the episodes with their texts, `episodes_per_batch` a file, to
+    shards.dir/EPISODES/input-*.parquet; returns the number of files."""
+    vectors = _vectors(shards)
+    texts = np.concatenate([_embedded_texts(shards, s) for s in range(len(shards.rows))])
+    near = int(round(clusterer.neighbours * (clusterer.episode_size - 1)))
+    neighbours, _ = nearest_neighbours(vectors, max(clusterer.n_neighbors, 2 * near))
+    episodes = corpus_episodes(neighbours, clusterer.passes, clusterer.episode_size, clusterer.neighbours,
+                               clusterer.random_state)
+    size = clusterer.episodes_per_batch
+    for batch, start in enumerate(range(0, len(episodes), size)):
+        rows = [{"episode": start + e, "split": "corpus", "seed": start + e, "k": clusterer.prompt_k(),
+                 "n": len(items), "condition": clusterer.condition, "items": items.tolist(),
+                 "texts": texts[items].tolist()} for e, items in enumerate(episodes[start:start + size])]
+        pq.write_table(pa.Table.from_pylist(rows), shards.dir / EPISODES / f"input-{batch:05d}.parquet")
+    return -(-len(episodes) // size)
+
+
+def _vectors(shards: Shards) -> np.ndarray:
+    return np.concatenate([read_vectors(shards, s) for s in range(len(shards.rows))])
+
+
+def _embedded_texts(shards: Shards, shard: int) -> np.ndarray:
+    rows = pq.read_table(shards.texts(shard), columns=["text", "reject"])
+    embedded = rows["reject"].to_numpy(zero_copy_only=False) == ""
+    return rows["text"].to_numpy(zero_copy_only=False)[embedded]
+
+
+class EpisodeAttention:
+    """Ray Data actor: an `EpisodeRunner` that reads one layer's attention and answers nothing (a
+    prefill per prompt order). For each `input` file of a batch (episodes as `_write_episodes`
+    writes them) it writes the episodes' episode, items, orders (R, n) and attention (R, n, n) to
+    the file's part-*.parquet (atomically, so a killed run leaves whole parts only); returns the
+    inputs with their LLM `seconds`."""
+
+    def __init__(self, layer: int, **runner):
+        self.runner = EpisodeRunner(layers=[layer], **runner)
+        self.column = attention_column(layer)
+
+    def __call__(self, batch: dict) -> dict:
+        seconds = []
+        for path in map(Path, batch["input"]):
+            start = time.perf_counter()
+            read = self.runner(pq.read_table(path))
+            seconds.append(time.perf_counter() - start)
+            part = pa.table({"episode": read["episode"], "items": read["items"], "orders": read["attention_orders"],
+                             "attention": read[self.column]})
+            target = path.with_name(path.name.replace("input-", "part-"))
+            pq.write_table(part, target.with_name(f".{target.name}.tmp"))
+            os.replace(target.with_name(f".{target.name}.tmp"), target)
+        return {"input": batch["input"], "seconds": np.asarray(seconds)}
+
+
+def prompt_episodes(directory: Path, batches: int, clusterer: AttentionClusterer, layer: int, load: dict,
+                    pool: dict) -> float:
+    """Stage 2: the episodes of directory/input-<b>.parquet, b < batches, that have no
+    part-<b>.parquet yet, through a pool of `EpisodeAttention` actors, a file per batch (each
+    writes its part as it is done); then removes the inputs. Returns the actors' LLM seconds
+    summed (model loading excluded)."""
+    import ray.data
+
+    todo = [str(directory / f"input-{b:05d}.parquet") for b in range(batches)
+            if not (directory / f"part-{b:05d}.parquet").is_file()]
+    seconds = 0.0
+    if todo:
+        actors, num_threads = pool_size(pool, len(todo))
+        runner = {**load, "num_threads": num_threads, "layer": layer, "orders": clusterer.orders,
+                  "seed": clusterer.random_state}
+        ds = ray.data.from_items([{"input": path} for path in todo], override_num_blocks=len(todo)).map_batches(
+            EpisodeAttention, fn_constructor_kwargs=runner, batch_size=1,
+            **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),
+        )
+        seconds = sum(float(batch["seconds"].sum()) for batch in ds.iter_batches(batch_size=None))
+    for b in range(batches):
+        (directory / f"input-{b:05d}.parquet").unlink(missing_ok=True)
+    return seconds
+
+
+@ray.remote(num_cpus=1)
+def _cluster_graph(clusterer: AttentionClusterer, shards: Shards):
+    """Stages 3-4 in a task: reads EPISODES, writes EDGES, clusters; returns (Fitted, graph record)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(os.cpu_count())
+    table = pa.concat_tables(pq.read_table(p) for p in sorted((shards.dir / EPISODES).glob("part-*.parquet")))
+    table = table.sort_by("episode")
+    attention = [np.asarray(a, dtype=np.float64) for a in table["attention"].to_pylist()]
+    baseline = position_baseline(attention)
+    parts = []
+    for episode, items, orders, matrices in zip(table["episode"].to_pylist(), table["items"].to_pylist(),
+                                                table["orders"].to_pylist(), attention):
+        i, j, w = episode_edges(np.asarray(items), matrices, np.asarray(orders), baseline)
+        parts.append(pa.table({"episode": np.full(len(i), episode), "i": i, "j": j, "weight": w.astype(np.float32)},
+                              schema=EDGE_SCHEMA))
+    edges = pa.concat_tables(parts)
+    for start in range(0, edges.num_rows, 1 << 20):
+        pq.write_table(edges.slice(start, 1 << 20), shards.dir / EDGES / part_name(start >> 20))
+    n = shards.n_embedded
+    graph = affinity_graph(edges["i"].to_numpy(), edges["j"].to_numpy(), edges["weight"].to_numpy(), n)
+    vectors = _vectors(shards)
+    fused = fuse(graph, knn_graph(*nearest_neighbours(vectors, clusterer.n_neighbors)), clusterer.embedding_weight)
+    labels, eigenvalues = spectral_clusters(fused, clusterer.n_clusters, clusterer.k_range, clusterer.random_state)
+    clusterer.labels_ = None
+    clusterer.cluster_centers_ = _means(vectors, labels)
+    clusterer.fit_rows_, clusterer.n_features_in_ = vectors.shape
+    clusterer.sample_, clusterer.k_scores_ = None, None
+    record = {
+        "episodes": table.num_rows, "edges": edges.num_rows, "edges_per_text": round(edges.num_rows / n, 2),
+        "pairs": graph.nnz // 2, "fused_pairs": fused.nnz // 2, "embedding_weight": clusterer.embedding_weight,
+        "k": int(labels.max()) + 1, "eigenvalues": [round(v, 6) for v in eigenvalues],
+    }
+    sample_labels = np.split(labels, np.cumsum(shards.embedded)[:-1])
+    return Fitted(clusterer, 1.0, sample_labels, False), record
