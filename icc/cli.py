@@ -4,10 +4,12 @@ The pipeline runs in a child process (`python -m pipelines.<name>`), so that a r
 dies without Python's shutdown (its core worker exits from C++ when the raylet dies, or a signal
 kills it) still ends with one line naming the stage it was in (`icc.pipeline.STAGE_FILE`), instead
 of Ray's log lines alone. SIGINT and SIGTERM sent to `icc` go to the child, whose exit code (130,
-143, 2, ...) `icc` keeps.
+143, 2, ...) `icc` keeps; when `icc` itself dies (SIGKILL, the OOM killer), the child is SIGKILLed
+with it (Linux), as the run would have been without the child.
 """
 
 import ast
+import ctypes
 import os
 import pkgutil
 import signal
@@ -21,6 +23,7 @@ from icc.errors import STOP_SIGNALS
 from icc.pipeline import STAGE_FILE
 
 BEFORE_STAGES = "start-up"  # the stage file's text until the first stage begins
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent dies
 
 
 def available() -> dict[str, str]:
@@ -58,7 +61,8 @@ def run_pipeline(name: str, args: list[str]) -> int:
     try:
         # Its own process group: a Ctrl-C in the terminal reaches it once, forwarded from here.
         child = subprocess.Popen([sys.executable, "-m", f"pipelines.{name}", *args],
-                                 env={**os.environ, STAGE_FILE: stage_file}, process_group=0)
+                                 env={**os.environ, STAGE_FILE: stage_file}, process_group=0,
+                                 preexec_fn=_dies_with(os.getpid()))
         for signum in STOP_SIGNALS:
             signal.signal(signum, lambda signum, frame: child.send_signal(signum))
         code = child.wait()
@@ -74,3 +78,17 @@ def run_pipeline(name: str, args: list[str]) -> int:
         return 1
     finally:
         Path(stage_file).unlink(missing_ok=True)
+
+
+def _dies_with(parent: int):
+    """What the child runs before `exec`: on Linux, ask for SIGKILL when `parent` dies, and exit at
+    once if it has died already; elsewhere nothing (None)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def die_with_parent() -> None:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return die_with_parent

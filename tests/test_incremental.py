@@ -8,12 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
 import pyarrow.csv
 import pytest
-from conftest import BIN, ROOT, TEXT, run_icc
+from conftest import ROOT, TEXT, run_icc
 
 from icc.cluster import make_clusterer
 from icc.corpus.incremental import State, open_state, read_assignments, run_incremental
@@ -171,7 +172,9 @@ def assert_refused(result, *parts):
 
 
 def start(args):
-    return subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """The pipeline's own process for `icc <args>` (what `icc` runs as its child): the lock's holder, and what is killed."""
+    return subprocess.Popen([sys.executable, "-m", f"pipelines.{args[0]}", *args[1:]], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_for(job, ready, timeout=120):

@@ -8,12 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
-from conftest import BIN, ROOT, TEXT, run_icc
+from conftest import ROOT, TEXT, run_icc
 
 from icc.corpus.rundir import LOCK_HOLDER, MANIFEST, SUCCESS, load_run
 from icc.corpus.shards import resume_shards
@@ -142,7 +143,9 @@ def test_second_run_on_an_output_dir_refuses_at_once_and_a_killed_runs_lock_is_t
     run = copy_of(finished, tmp_path)
     assert (run / SUCCESS).exists()
     args = command(ray_address, news / "long.csv", run, "output.overwrite=true", "embedder.pool.rows_per_batch=16")
-    first = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the pipeline's own process (what `icc` runs as its child): the lock's holder, and what is killed
+    first = subprocess.Popen([sys.executable, "-m", "pipelines.cluster", *args[1:]], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None and not holds_lock(run, first.pid):

@@ -132,6 +132,18 @@ def test_a_signal_stops_the_run_at_once_and_the_next_run_resumes(ray_address, tm
         assert metrics["rows"] == 3080 and 0 < metrics["rows_embedded_this_run"] < 3080
 
 
+def test_a_killed_icc_takes_its_pipeline_with_it(ray_address, tmp_path):
+    """`icc` runs the pipeline as its child: SIGKILL of `icc` (a scheduler's, the OOM killer's) kills
+    the child too, so no run goes on unseen, holding output.dir's lock. Before, the child ran on."""
+    out = tmp_path / "run"
+    with mid_embedding(embedding_run(ray_address, out), out) as run:
+        [pipeline] = psutil.Process(run.pid).children()
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+        pipeline.wait(timeout=30)  # psutil.TimeoutExpired if it lives on
+    assert not pipeline.is_running()
+
+
 def test_a_raylet_that_dies_mid_run_ends_with_one_line_naming_the_stage(tmp_path):
     """The run starts its own local Ray (ray.address=""), whose raylet is a process of this run's
     tree. Killed mid-embedding, either the driver's core worker exits from C++ (`icc` says so from
