@@ -9,6 +9,7 @@ parser: a valid labelling has exactly n labels in 0..k-1 in first-appearance ord
 in cluster 0) and k-means on the same episodes.
 
     python benchmarks/incontext_answers.py --out /tmp/icc-answers [--adapter /tmp/ft/final/adapter]
+    python benchmarks/incontext_answers.py --out /tmp/icc-answers --adapter ... --report-only   # the runs done so far
 """
 
 import argparse
@@ -83,7 +84,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, models in report["runs"].items():
-        for model, s in models.items():
+        for model, s in models.items():  # (with --report-only, the runs done)
             lines.append(
                 f"| {name} | {model} | {s['episodes']} | {s['valid']} / {s['episodes']} | {s['generate']['acc']:.3f} "
                 f"| {s['chance']['acc']:.3f} | {s['one_cluster']['acc']:.3f} | {s['kmeans']['acc']:.3f} "
@@ -99,13 +100,15 @@ def main() -> None:
     parser.add_argument("--adapter", help="a LoRA adapter directory of `icc finetune` (its output.dir/adapter)")
     parser.add_argument("--episodes", type=int, default=30, help="episodes per real numeric set")
     parser.add_argument("--name", default="incontext_answers_smollm2_cpu", help="the results files' name")
+    parser.add_argument("--report-only", action="store_true", help="report the runs in --out, run nothing")
     args = parser.parse_args()
     models = {"zero-shot": None, **({"fine-tuned": args.adapter} if args.adapter else {})}
     report = {"command": "python benchmarks/incontext_answers.py " + " ".join(sys.argv[1:]), "runs": {}}
     for name, overrides in data_sets(args.episodes).items():
+        outs = {model: args.out / name.replace("/", "-").replace(" ", "-") / model for model in models}
         report["runs"][name] = {
-            model: scores(run(overrides, adapter, args.out / name.replace("/", "-").replace(" ", "-") / model))
-            for model, adapter in models.items()
+            model: scores(out if args.report_only else run(overrides, models[model], out))
+            for model, out in outs.items() if not args.report_only or (out / "metrics.json").exists()
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1))
