@@ -119,7 +119,7 @@ class Clusterer(ClusterMixin, BaseEstimator):
         X = check_vectors(X)
         labels, centers = self._fit(X, self._n_clusters(X))
         self.labels_ = np.asarray(labels, dtype=np.int64)
-        self.cluster_centers_ = _means(X, self.labels_) if centers is None else centers
+        self.cluster_centers_ = cluster_means(X, self.labels_) if centers is None else centers
         self.fit_rows_, self.n_features_in_ = X.shape
         self.sample_ = (X, self.labels_) if self.assign == "knn" else None
         return self
@@ -205,7 +205,7 @@ def _nearest(points: np.ndarray, X: np.ndarray, n: int) -> tuple[np.ndarray, np.
     return index.search(X, n)
 
 
-def _means(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def cluster_means(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(k, d) float32 mean of each cluster 0..k-1; label -1 (noise) is left out: (0, d) when every point is noise."""
     keep = labels >= 0
     k = int(labels[keep].max()) + 1 if keep.any() else 0

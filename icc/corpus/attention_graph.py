@@ -36,7 +36,7 @@ from sklearn.cluster import KMeans as SKMeans
 
 from icc.checks import check_non_negative, check_positive_int
 from icc.cluster import CONFIG_KEYS
-from icc.cluster.base import KClusterer, _means, check_k
+from icc.cluster.base import KClusterer, check_k, cluster_means
 from icc.config import build
 from icc.corpus.rundir import part_name, renew
 from icc.corpus.sharded import Fitted
@@ -402,7 +402,7 @@ def _cluster_graph(clusterer: AttentionClusterer, shards: Shards):
     fused = fuse(graph, knn_graph(*nearest_neighbours(vectors, clusterer.n_neighbors)), clusterer.embedding_weight)
     labels, eigenvalues = spectral_clusters(fused, clusterer.n_clusters, clusterer.k_range, clusterer.random_state)
     clusterer.labels_ = None
-    clusterer.cluster_centers_ = _means(vectors, labels)
+    clusterer.cluster_centers_ = cluster_means(vectors, labels)
     clusterer.fit_rows_, clusterer.n_features_in_ = vectors.shape
     clusterer.sample_, clusterer.k_scores_ = None, None
     record = {
