@@ -118,6 +118,25 @@ def test_hdbscan_marks_far_outliers_as_noise(blobs):
     assert len(set(labels[:-1]) - {-1}) == 4
 
 
+def test_hdbscan_reduce_outliers_moves_noise_to_the_nearest_centroid(blobs):
+    X, _ = blobs
+    far = np.full((3, X.shape[1]), 1e3, dtype=np.float32)
+    X = np.vstack([X, far])
+    plain = HDBSCAN(min_cluster_size=20, assign="knn").fit(X)
+    reduced = HDBSCAN(min_cluster_size=20, assign="knn", reduce_outliers=True).fit(X)
+    noise = plain.labels_ == -1
+    assert noise[-3:].all() and reduced.outliers_reduced_ == noise.sum()
+    np.testing.assert_array_equal(reduced.cluster_centers_, plain.cluster_centers_)  # centroids of the clusters found
+    nearest = ((X[noise, None] - plain.cluster_centers_[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(reduced.labels_[noise], nearest)
+    np.testing.assert_array_equal(reduced.labels_[~noise], plain.labels_[~noise])
+    labels, distances = reduced.predict_with_distances(far)
+    assert (labels >= 0).all()
+    np.testing.assert_allclose(distances, np.linalg.norm(far - reduced.cluster_centers_[labels], axis=1), rtol=1e-4)
+    with pytest.raises(ICCError, match="reduce_outliers must be true or false"):
+        HDBSCAN(reduce_outliers="yes").fit(X)
+
+
 def test_hdbscan_labels_everything_noise_when_it_finds_no_cluster():
     X = np.random.default_rng(0).uniform(size=(50, 16)).astype(np.float32)
     hdbscan = HDBSCAN(min_cluster_size=30)

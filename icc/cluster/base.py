@@ -205,6 +205,11 @@ def _nearest(points: np.ndarray, X: np.ndarray, n: int) -> tuple[np.ndarray, np.
     return index.search(X, n)
 
 
+def nearest_centroid(centers: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """(n,) int64 index of the (k, d) center nearest each row of the (n, d) points X (Euclidean)."""
+    return _nearest(centers, np.ascontiguousarray(X, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
+
+
 def cluster_means(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(k, d) float32 mean of each cluster 0..k-1; label -1 (noise) is left out: (0, d) when every point is noise."""
     keep = labels >= 0

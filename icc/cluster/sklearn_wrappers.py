@@ -7,7 +7,8 @@ sample points (`Clusterer.predict`).
 import numpy as np
 from sklearn import cluster as skc
 
-from icc.cluster.base import Clusterer, KClusterer
+from icc.checks import check_bool
+from icc.cluster.base import Clusterer, KClusterer, check_vectors, cluster_means, nearest_centroid
 
 
 class Spectral(KClusterer):
@@ -46,16 +47,39 @@ class HDBSCAN(Clusterer):
     get label -1 (noise). When every point is noise, `labels_` is all -1, `cluster_centers_` is
     (0, d) and `predict` gives -1.
 
-    min_cluster_size, min_samples: scikit-learn's HDBSCAN's. Other parameters: see `Clusterer`.
+    min_cluster_size, min_samples: scikit-learn's HDBSCAN's.
+    reduce_outliers: True moves every noise point, fitted or predicted, to the cluster of the
+        nearest centroid (BERTopic's `reduce_outliers` by embeddings); the centroids stay the means
+        of the clusters HDBSCAN found. After fit, `outliers_reduced_`: the fitted points moved
+        (None when False).
+    Other parameters: see `Clusterer`.
     """
 
-    def __init__(self, min_cluster_size=10, min_samples=None, *, random_state=0, fit_fraction=1.0,
-                 max_fit_rows=None, assign="centroid", knn_k=10):
+    def __init__(self, min_cluster_size=10, min_samples=None, *, reduce_outliers=False, random_state=0,
+                 fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(random_state=random_state, fit_fraction=fit_fraction, max_fit_rows=max_fit_rows,
                          assign=assign, knn_k=knn_k)
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
+        self.reduce_outliers = reduce_outliers
 
-    def _fit(self, X: np.ndarray, k: None) -> tuple[np.ndarray, None]:
+    def check_params(self) -> None:
+        super().check_params()
+        check_bool(self.reduce_outliers, "reduce_outliers")
+
+    def _fit(self, X: np.ndarray, k: None) -> tuple[np.ndarray, np.ndarray]:
         hdbscan = skc.HDBSCAN(min_cluster_size=self.min_cluster_size, min_samples=self.min_samples, copy=True)
-        return hdbscan.fit_predict(X), None
+        labels = hdbscan.fit_predict(X)
+        centers = cluster_means(X, labels)
+        noise = labels < 0
+        self.outliers_reduced_ = int(noise.sum()) if self.reduce_outliers and len(centers) else None
+        if self.outliers_reduced_:
+            labels[noise] = nearest_centroid(centers, X[noise])
+        return labels, centers
+
+    def predict_with_distances(self, X) -> tuple[np.ndarray, np.ndarray]:
+        labels, distances = super().predict_with_distances(X)
+        noise = labels < 0
+        if self.reduce_outliers and noise.any() and len(self.cluster_centers_):
+            labels[noise] = nearest_centroid(self.cluster_centers_, check_vectors(X)[noise])  # distances: to it already
+        return labels, distances

@@ -46,6 +46,8 @@ def run_metrics(shards: Shards, embedded_now: int, fitted: Fitted, assigned: Ass
     }
     if getattr(clusterer, "inertia_", None) is not None:
         metrics["inertia"] = clusterer.inertia_
+    if getattr(clusterer, "outliers_reduced_", None) is not None:
+        metrics["outliers_reduced"] = clusterer.outliers_reduced_
     if getattr(clusterer, "k_scores_", None):
         metrics["k_silhouette"] = clusterer.k_scores_
     if getattr(clusterer, "graph_", None):
@@ -56,7 +58,14 @@ def run_metrics(shards: Shards, embedded_now: int, fitted: Fitted, assigned: Ass
 def print_summary(out: Path, metrics: dict, sizes: np.ndarray, central_texts: list[list[str]],
                   names: list[str | None] | None, rows: int = 15) -> None:
     """The run in a few lines: counts, scores, and the largest `rows` clusters by name or central text."""
-    print(f"\nicc cluster: {metrics['rows']} rows, {metrics['rejected']} rejected, k={metrics['k']} -> {out}")
+    found = f"k={metrics['k']}"
+    if metrics.get("noise"):
+        found += f", {metrics['noise']} noise (in no cluster)"
+    if metrics.get("outliers_reduced"):
+        found += f", {metrics['outliers_reduced']} outliers moved to their nearest cluster"
+    print(f"\nicc cluster: {metrics['rows']} rows, {metrics['rejected']} rejected, {found} -> {out}")
+    if metrics.get("k_silhouette"):
+        print("  silhouette per k: " + "  ".join(f"{k}:{s:.3f}" for k, s in metrics["k_silhouette"].items()))
     print("  " + "  ".join(f"{name}={metrics[name]:.3f}" for name in SCORES_SHOWN if name in metrics))
     print(f"  {'cluster':>7}  {'size':>6}  {'name' if names else 'text nearest the centroid'}")
     for c in np.argsort(-sizes, kind="stable")[:rows]:
