@@ -8,7 +8,9 @@ from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus import rundir
 from icc.corpus.attention_graph import fit_attention, make_attention_clusterer
+from icc.corpus.describe import describe, members_needed
 from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings
+from icc.corpus.hierarchy import hierarchy_table, write_hierarchy
 from icc.corpus.labeler import make_labeler
 from icc.corpus.report import check_report, write_report
 from icc.corpus.sharded import assign_shards, fit_shards
@@ -17,8 +19,6 @@ from icc.data.fingerprint import file_fingerprint
 from icc.files import disk_full_as_error
 from icc.pipeline import StageTimer, hydra_main, write_run_record
 from icc.ray_runtime import start_ray
-
-CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 
 
 def run(cfg: DictConfig) -> None:
@@ -46,14 +46,15 @@ def run(cfg: DictConfig) -> None:
             fitted = (fit_attention(clusterer, shards, to_kwargs(cfg.llm, "generate", "pool"), to_kwargs(cfg.llm.pool))
                       if attention else fit_shards(clusterer, shards))  # fitted in Ray tasks: fitted.clusterer is a copy
         with timer("assign"):
-            assigned = assign_shards(fitted, shards, top=max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0))
+            assigned = assign_shards(fitted, shards, top=members_needed(labeler))
         with timer("write"):
             member_texts = rundir.texts_at_rows(out, assigned.central)
-            central_texts = [texts[:CENTRAL_TEXTS] for texts in member_texts]
         with timer("label"):
-            names = labeler.names(member_texts) if labeler else None
-            rundir.write_clusters(out, rundir.clusters_table(fitted.clusterer.cluster_centers_, assigned.sizes,
-                                                             central_texts, names))
+            described = describe(member_texts, labeler)
+            centers = fitted.clusterer.cluster_centers_
+            rundir.write_clusters(out, rundir.clusters_table(centers, assigned.sizes, described.central_texts,
+                                                             described.names))
+            write_hierarchy(out, hierarchy_table(centers, assigned.sizes))
         with timer("metrics"):
             scores = quality(assigned, shards.has_labels)
 
@@ -62,7 +63,7 @@ def run(cfg: DictConfig) -> None:
         if cfg.report.enabled:
             write_report(rundir.load_run(out, finished=False), out / rundir.REPORT, **to_kwargs(cfg.report, "enabled"))
         rundir.mark_complete(out)  # last: a reader knows a complete run by it
-    print_summary(out, metrics, assigned.sizes, central_texts, names)
+    print_summary(out, metrics, assigned.sizes, described.central_texts, described.names)
 
 
 main = hydra_main("cluster", run)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
+import pyarrow.parquet as pq
 
 from icc.checks import check_positive_int
-from icc.corpus.rundir import ClusterRun
+from icc.corpus.rundir import HIERARCHY, ClusterRun
 from icc.errors import ICCError
 from icc.files import write_atomic
 
@@ -113,12 +114,32 @@ def write_report(run: ClusterRun, path, max_points: int = 20000, projection: str
     sections = [_table("Results", ["rank", "score", "cluster", "name", "text"], [[h[key] for key in ("rank", "score", "cluster", "name", "text")] for h in hits])] if searched else []
     order = np.argsort(-run.sizes, kind="stable")
     sections.append(_table("Clusters", ["cluster", "size", "name"], [[c, run.sizes[c], run.names[c]] for c in order]))
+    sections.append(hierarchy_section(run))
     sections.append(_table("Metrics", ["metric", "value"], list(_flatten(run.metrics))))
     page = PAGE.format(title=html.escape(title), summary=summary, sections="\n".join(sections),
                        figure=fig.to_html(full_html=False, include_plotlyjs=True, config={"responsive": True}))
     path = Path(path)
     write_atomic(path, page)
     return path
+
+
+def hierarchy_section(run: ClusterRun) -> str:
+    """The run's hierarchy.parquet as a nested list, the root first ("" for a run without one or
+    with fewer than two clusters)."""
+    path = run.dir / HIERARCHY
+    merges = pq.read_table(path).to_pylist() if path.exists() else []
+    if not merges:
+        return ""
+    k = len(run.sizes)
+
+    def node(i: int) -> str:
+        if i < k:
+            return f"<li>{html.escape(run.cluster_label(i))} ({run.sizes[i]:,})</li>"
+        merge = merges[i - k]
+        return (f"<li>{merge['size']:,} texts, distance {merge['distance']:.3g}"
+                f"<ul>{node(merge['left'])}{node(merge['right'])}</ul></li>")
+
+    return f"<h2>Hierarchy</h2>\n<ul>{node(k + len(merges) - 1)}</ul>"
 
 
 def _hover(text: str) -> str:

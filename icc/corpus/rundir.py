@@ -6,6 +6,7 @@ tables and reads it back (for search and the report).
     embed.json            the embed stage's manifest (`icc.corpus.shards.Shards`), complete when written last
     assignments.parquet/  every input row: id, cluster, distance[, membership], reason      (Parquet shards)
     clusters.parquet      one row per cluster: cluster, size, centroid, central_texts, name
+    hierarchy.parquet     the clusters' merge tree (`icc.corpus.hierarchy`)
     metrics.json          what the run measured; run.json: its config and package versions
     report.html           the map of the clusters; search_report.html: the map of a search
     _SUCCESS              written last: the run is complete (a re-run removes it first)
@@ -45,6 +46,7 @@ EMBEDDINGS = "embeddings.parquet"
 EMBED_MANIFEST = "embed.json"
 ASSIGNMENTS = "assignments.parquet"
 CLUSTERS = "clusters.parquet"
+HIERARCHY = "hierarchy.parquet"
 REPORT = "report.html"
 SEARCH_REPORT = "search_report.html"
 SUCCESS = "_SUCCESS"
@@ -52,8 +54,8 @@ MANIFEST = "_icc_manifest.json"
 LOCK, LOCK_HOLDER = ".icc.lock", ".icc.lock.holder"
 HYDRA_LOG = "cluster.log"  # Hydra's log (and its hidden .hydra/), written before the run starts
 COMPLETE_RUN = (RUN_RECORD, METRICS, ASSIGNMENTS, EMBEDDINGS, TEXTS, CLUSTERS, SUCCESS)
-RUN_ENTRIES = (TEXTS, EMBEDDINGS, EMBED_MANIFEST, ASSIGNMENTS, CLUSTERS, METRICS, RUN_RECORD, REPORT, SEARCH_REPORT,
-               SUCCESS)  # what icc cluster (and icc search) may write in a run directory
+RUN_ENTRIES = (TEXTS, EMBEDDINGS, EMBED_MANIFEST, ASSIGNMENTS, CLUSTERS, HIERARCHY, METRICS, RUN_RECORD, REPORT,
+               SEARCH_REPORT, SUCCESS)  # what icc cluster (and icc search) may write in a run directory
 NOISE = "noise"  # the reason of an embedded row in no cluster
 
 
