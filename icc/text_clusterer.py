@@ -1,0 +1,232 @@
+"""`icc.TextClusterer`: the whole job on a list of texts in one estimator, in this process, no Ray.
+
+    from icc import TextClusterer
+    model = TextClusterer(n_clusters=6).fit(texts)
+    model.cluster_info()                      # cluster, size, name, representation, central_texts
+    labels, distances = model.transform(["where is my new card?"])
+    model.search("card declined", k=5)        # in the query's nearest cluster
+    model.merge([2, 4])                       # one cluster now
+
+It embeds with `icc.models.embedder.TextEmbedder`, clusters with an `icc.cluster` estimator and
+names with an `icc.corpus.labeler` labeler, and describes the clusters as `icc cluster` does
+(`icc.corpus.describe`, `icc.corpus.hierarchy`, `icc.corpus.merge`).
+"""
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from icc.errors import ICCError
+
+LABELER_NAMES = ("keywords", "none")
+
+
+class TextClusterer(ClusterMixin, BaseEstimator):
+    """Embed, cluster and name texts: a scikit-learn estimator (`get_params`, `set_params`, `clone`).
+
+    n_clusters: an integer >= 2, "auto" (the best silhouette in the clusterer's `k_range`) or None:
+        "auto" for the clusterers told k, nothing for hdbscan (it finds k itself).
+    embedder: a model name (`icc.models.hub`: "all-MiniLM-L6-v2", a HF id, a local directory) or a
+        dict of `TextEmbedder` keyword arguments (model, max_length, pooling, device, ...).
+    clusterer: a name of `icc.cluster.CLUSTERERS` ("kmeans", "spectral", "agglomerative", "hdbscan",
+        "fuzzy_cmeans"), built with its defaults, n_clusters and random_state; or an `icc.cluster`
+        estimator (then n_clusters must be None: it has its own), cloned at each fit.
+    labeler: "keywords" (c-TF-IDF), "none" / None, or a labeler object with `names(cluster_texts)`
+        and `texts_per_cluster` (e.g. `icc.corpus.labeler.LLMLabeler`, which needs Ray started).
+    random_state: the clusterer's seed.
+
+    After `fit(texts)` on n texts: `labels_` (n,) int64 (-1: noise), `distances_` (n,) float32 to
+    the own centroid (nan for noise), `names_` (k names, None where none), `cluster_centers_`
+    (k, dim), `sizes_` (k,), `vectors_` (n, dim) unit vectors, `texts_`, `hierarchy_` (a pyarrow
+    table, `icc.corpus.hierarchy`), `clusterer_`, `embedder_` (the loaded `TextEmbedder`) and
+    `labeler_`.
+    """
+
+    def __init__(self, n_clusters=None, *, embedder="all-MiniLM-L6-v2", clusterer="kmeans", labeler="keywords",
+                 random_state=0):
+        self.n_clusters = n_clusters
+        self.embedder = embedder
+        self.clusterer = clusterer
+        self.labeler = labeler
+        self.random_state = random_state
+
+    def _embedder_kwargs(self) -> dict:
+        from icc.models.embedder import check_embedder
+
+        kwargs = {"model": self.embedder} if isinstance(self.embedder, str) else self.embedder
+        if not isinstance(kwargs, dict) or "model" not in kwargs:
+            raise ICCError(f"embedder must be a model name or a dict with a 'model' key, got {self.embedder!r}")
+        load = ("model", "max_length", "pooling", "dtype", "trust_remote_code", "allow_pickle")
+        check_embedder(**{key: value for key, value in kwargs.items() if key in load})
+        return kwargs
+
+    def _make_clusterer(self):
+        from icc.cluster import CLUSTERERS, Clusterer, make_clusterer, takes_k
+
+        if isinstance(self.clusterer, Clusterer):
+            if self.n_clusters is not None:
+                raise ICCError("n_clusters is given by the clusterer estimator passed: leave n_clusters None")
+            clusterer = clone(self.clusterer)
+            clusterer.check_params()
+            return clusterer
+        if not isinstance(self.clusterer, str):
+            raise ICCError(f"clusterer must be a name ({', '.join(CLUSTERERS)}) or an icc.cluster estimator, "
+                           f"got {self.clusterer!r}")
+        params = {"seed": self.random_state}
+        if self.clusterer in CLUSTERERS and takes_k(self.clusterer):
+            params["k"] = "auto" if self.n_clusters is None else self.n_clusters
+        elif self.n_clusters is not None:
+            params["k"] = self.n_clusters  # refused by make_clusterer, in its words
+        return make_clusterer(self.clusterer, **params)
+
+    def _make_labeler(self):
+        from icc.corpus.labeler import make_labeler
+
+        if self.labeler is None or isinstance(self.labeler, str):
+            if self.labeler not in (None, *LABELER_NAMES):
+                raise ICCError(f"labeler must be one of {', '.join(LABELER_NAMES)}, None or a labeler object "
+                               f"(e.g. icc.corpus.labeler.LLMLabeler), got {self.labeler!r}")
+            return make_labeler(self.labeler or "none")
+        if not (hasattr(self.labeler, "names") and hasattr(self.labeler, "texts_per_cluster")):
+            raise ICCError(f"labeler {self.labeler!r} has no names(cluster_texts) and texts_per_cluster")
+        return self.labeler
+
+    def fit(self, texts, y=None):
+        """Embed, cluster and name `texts` (a list of non-empty strings, at least 2); y is ignored."""
+        from icc.cluster.base import check_k
+        from icc.models.embedder import TextEmbedder
+
+        texts = check_texts(texts)
+        embedder_kwargs, clusterer, labeler = self._embedder_kwargs(), self._make_clusterer(), self._make_labeler()
+        if getattr(clusterer, "n_clusters", "auto") != "auto":
+            check_k(clusterer.n_clusters, len(texts))  # before the model loads
+        self.embedder_ = TextEmbedder(**embedder_kwargs)
+        self.vectors_ = self.embedder_.embed(texts)
+        self.texts_ = texts
+        self.clusterer_, self.labeler_ = clusterer.fit(self.vectors_), labeler
+        self._describe(self.clusterer_.labels_, self.clusterer_.cluster_centers_)
+        return self
+
+    def _describe(self, labels: np.ndarray, centers: np.ndarray) -> None:
+        """Set the fitted attributes that follow from the labels and centroids."""
+        from icc.corpus.describe import describe, nearest_members
+        from icc.corpus.hierarchy import hierarchy_table
+
+        self.labels_, self.cluster_centers_ = np.asarray(labels, dtype=np.int64), centers
+        self.sizes_ = np.bincount(self.labels_[self.labels_ >= 0], minlength=len(centers))
+        self.distances_ = member_distances(self.vectors_, self.labels_, centers)
+        members = nearest_members(self.labels_, self.distances_, len(centers), self.labeler_)
+        self.described_ = describe([[self.texts_[i] for i in idx] for idx in members], self.labeler_,
+                                   representation=True)
+        self.names_ = self.described_.names or [None] * len(centers)
+        self.hierarchy_ = hierarchy_table(centers, self.sizes_)
+
+    def fit_predict(self, texts, y=None) -> np.ndarray:
+        """`fit(texts)` and its `labels_`."""
+        return self.fit(texts).labels_
+
+    def transform(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        """The cluster of each new text as the clusterer assigns points (-1: noise) and its
+        Euclidean distance to that cluster's centroid (unit vectors: at most 2): (n,) int64, (n,) float32."""
+        check_is_fitted(self, "labels_")
+        return self.clusterer_.predict_with_distances(self.embedder_.embed(check_texts(texts, fewest=1)))
+
+    def predict(self, texts) -> np.ndarray:
+        """(n,) int64: the cluster of each new text (`transform`'s first part)."""
+        return self.transform(texts)[0]
+
+    def cluster_info(self):
+        """A pandas DataFrame, one row per cluster, largest first, as BERTopic's `get_topic_info()`:
+        cluster, size, name, representation (the keyword labeler's words, else None), central_texts
+        (nearest the centroid first); a row for cluster -1 (noise, no name) when there is noise."""
+        import pandas as pd
+
+        check_is_fitted(self, "labels_")
+        k = len(self.sizes_)
+        words = self.described_.representation or [None] * k
+        rows = [{"cluster": c, "size": int(self.sizes_[c]), "name": self.names_[c], "representation": words[c],
+                 "central_texts": self.described_.central_texts[c]} for c in range(k)]
+        noise = int((self.labels_ < 0).sum())
+        if noise:
+            rows.append({"cluster": -1, "size": noise, "name": None, "representation": None, "central_texts": []})
+        return pd.DataFrame(rows).sort_values("size", ascending=False, kind="stable").reset_index(drop=True)
+
+    def search(self, query: str, cluster=None, k: int = 10):
+        """The `k` fitted texts most similar to `query` (cosine), best first, as a DataFrame: rank,
+        index (into the fitted texts), score, cluster, name, text. cluster: None searches the
+        query's nearest cluster (as `icc search`), an id or a list of ids those clusters, "all" every text."""
+        import pandas as pd
+
+        from icc.checks import check_positive_int
+        from icc.corpus.search import ClusterIndex
+
+        check_is_fitted(self, "labels_")
+        check_positive_int(k, "k")
+        if not isinstance(query, str) or not query.strip():
+            raise ICCError(f"query must be a non-empty string, got {query!r}")
+        vector = self.embedder_.embed([query])[0]
+        index = ClusterIndex(self.vectors_, self.labels_, self.cluster_centers_)
+        if cluster is None:
+            clusters = index.nearest_clusters(vector) if len(self.cluster_centers_) else None
+        elif isinstance(cluster, str) and cluster == "all":
+            clusters = None
+        else:
+            clusters = self._check_clusters(cluster)
+        scores, positions = index.search(vector, k, clusters)
+        return pd.DataFrame({
+            "rank": np.arange(1, len(positions) + 1), "index": positions, "score": scores,
+            "cluster": self.labels_[positions],
+            "name": [self.names_[c] if c >= 0 else None for c in self.labels_[positions]],
+            "text": [self.texts_[p] for p in positions],
+        })
+
+    def _check_clusters(self, cluster) -> list[int]:
+        """`search`'s cluster argument (an id or a list of ids) as a list of ids; ICCError if any is not a cluster."""
+        k = len(self.sizes_)
+        ids = [cluster] if isinstance(cluster, numbers.Integral) else list(cluster) if hasattr(cluster, "__iter__") else []
+        if not ids or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c < k for c in ids):
+            raise ICCError(f"cluster must be None, 'all', or cluster ids in 0..{k - 1}, got {cluster!r}")
+        return [int(c) for c in ids]
+
+    def merge(self, clusters):
+        """Merge `clusters` (ids, at least two) into one, renumbered as `icc merge` does
+        (`icc.corpus.merge`), and name the clusters again; later `transform` calls assign to the
+        merged clusters. Returns self."""
+        from icc.corpus.merge import merge_mapping, merged_centroids, relabel
+
+        check_is_fitted(self, "labels_")
+        mapping = merge_mapping(len(self.sizes_), clusters)
+        centers = merged_centroids(self.cluster_centers_, self.sizes_, mapping)
+        self.clusterer_.cluster_centers_ = centers
+        if getattr(self.clusterer_, "sample_", None) is not None:  # assign="knn": the sample votes
+            sample_vectors, sample_labels = self.clusterer_.sample_
+            self.clusterer_.sample_ = (sample_vectors, relabel(sample_labels, mapping))
+        self._describe(relabel(self.labels_, mapping), centers)
+        return self
+
+
+def member_distances(vectors: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(n,) float32 Euclidean distance of each of the (n, d) vectors to its cluster's centroid
+    among the (k, d) centers; nan where labels is -1 (noise)."""
+    distances = np.full(len(vectors), np.nan, dtype=np.float32)
+    inside = labels >= 0
+    distances[inside] = np.linalg.norm(vectors[inside] - centers[labels[inside]], axis=1)
+    return distances
+
+
+def check_texts(texts, fewest: int = 2) -> list[str]:
+    """`texts` as a list of strings; ICCError, naming the first bad entry, unless it is a sequence
+    of at least `fewest` strings with some non-space character each."""
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__len__") or not hasattr(texts, "__iter__"):
+        raise ICCError(f"texts must be a list of strings, got {type(texts).__name__}")
+    texts = list(texts)
+    if len(texts) < fewest:
+        raise ICCError(f"texts must hold at least {fewest} text{'s' if fewest > 1 else ''}, got {len(texts)}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ICCError(f"texts[{i}] is not a string: {type(text).__name__} {text!r:.40}")
+        if not text.strip():
+            raise ICCError(f"texts[{i}] is empty")
+    return texts
