@@ -1,0 +1,167 @@
+"""Merging clusters after a run: `icc merge run=DIR clusters=[3,7]` (`merge_run`) and `TextClusterer.merge`.
+
+The merged clusters become one, with the smallest id of the group; the clusters after them move down
+to keep the ids 0..k'-1 (k' = k - len(clusters) + 1), noise stays -1. The merged centroid is the
+size-weighted mean of the merged centroids (the mean of its members where the centroids are means).
+
+`merge_run` rewrites a complete run directory in place, holding its lock: its assignments (a new
+generation of shards written beside the old one, then swapped in by renames), clusters.parquet
+(names from the run's keyword labeler again, or the merged names joined by " / " for labeler=llm),
+hierarchy.parquet, metrics.json (k, sizes' scores again, `merges` recorded) and report.html. It
+refuses, before any change, a run that is incomplete or whose files icc did not write. `_SUCCESS`
+is removed just before the swap and written last, so a merge killed midway leaves a run that
+readers refuse (incomplete) rather than one that mixes the two generations.
+"""
+
+import numbers
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from icc.corpus import rundir
+from icc.data.parquet import parquet_files, read_output
+from icc.errors import ICCError
+from icc.files import write_atomic, write_json
+from icc.metrics import external_metrics, internal_metrics
+from icc.pipeline import METRICS
+
+
+def check_merge(clusters, k: int) -> list[int]:
+    """`clusters` as a sorted list of distinct cluster ids, at least two, each in 0..k-1; ICCError otherwise."""
+    if isinstance(clusters, (str, bytes)) or not hasattr(clusters, "__iter__"):
+        raise ICCError(f"clusters must be a list of cluster ids, e.g. [3, 7], got {clusters!r}")
+    ids = list(clusters)
+    if not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in ids):
+        raise ICCError(f"clusters must be integer cluster ids, got {ids!r}")
+    if len(set(ids)) < 2:
+        raise ICCError(f"give at least two different clusters to merge, got {ids!r}")
+    outside = [c for c in ids if not 0 <= c < k]
+    if outside:
+        raise ICCError(f"no cluster {', '.join(map(str, outside))}: the run has clusters 0..{k - 1}")
+    return sorted(set(int(c) for c in ids))
+
+
+def merge_mapping(k: int, clusters) -> np.ndarray:
+    """(k,) int64: the id after the merge of each cluster 0..k-1 (see the module docstring)."""
+    merged = check_merge(clusters, k)
+    kept = np.ones(k, dtype=bool)
+    kept[merged[1:]] = False
+    mapping = np.cumsum(kept) - 1
+    mapping[merged] = mapping[merged[0]]
+    return mapping.astype(np.int64)
+
+
+def relabel(labels: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """(n,) labels after the merge; -1 (noise, rejected) stays -1."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.where(labels >= 0, mapping[np.maximum(labels, 0)], -1)
+
+
+def merged_centroids(centroids: np.ndarray, sizes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """(k', d) float32: each new cluster's centroid, the size-weighted mean of the (k, d) centroids merged into it."""
+    k_new = int(mapping.max()) + 1
+    sums = np.zeros((k_new, centroids.shape[1]), dtype=np.float64)
+    weights = np.maximum(np.asarray(sizes, dtype=np.float64), 1e-12)  # an empty cluster keeps its centroid
+    np.add.at(sums, mapping, centroids * weights[:, None])
+    return (sums / np.bincount(mapping, weights=weights, minlength=k_new)[:, None]).astype(np.float32)
+
+
+def merge_run(run_dir, clusters) -> dict:
+    """Merge `clusters` of the complete `icc cluster` run in `run_dir` (see the module docstring);
+    returns its new metrics."""
+    from icc.corpus.describe import describe, nearest_members
+    from icc.corpus.hierarchy import hierarchy_table
+    from icc.corpus.labeler import make_labeler
+    from icc.corpus.report import write_report
+
+    out = Path(run_dir)
+    run = rundir.load_run(out)
+    merged = check_merge(clusters, len(run.sizes))
+    mapping = merge_mapping(len(run.sizes), merged)
+    foreign = [name for name in (rundir.ASSIGNMENTS, rundir.CLUSTERS) if name not in rundir.Manifest.load(out).entries]
+    if foreign:
+        raise ICCError(f"{out} holds {', '.join(foreign)}, which icc did not write: refusing to rewrite them")
+    labeler_config = run.config.get("labeler", {"name": "none"})
+    labeler = make_labeler(**labeler_config) if labeler_config["name"] == "keywords" else None
+    with rundir.lock_dir(out, "run"):
+        centroids = merged_centroids(run.centroids, run.sizes, mapping)
+        labels = relabel(run.cluster, mapping)
+        distances = np.full(len(labels), np.nan, dtype=np.float32)
+        inside = labels >= 0
+        distances[inside] = np.linalg.norm(run.vectors[inside] - centroids[labels[inside]], axis=1)
+        staged = _stage_assignments(out, labels, distances)
+        members = nearest_members(labels, distances, len(centroids), labeler)
+        described = describe(rundir.texts_at_rows(out, [run.rows[m] for m in members]), labeler)
+        names = described.names or _joined_names(run.names, mapping)
+        sizes = np.bincount(labels[inside], minlength=len(centroids))
+        merges = [*run.metrics.get("merges", []), {"clusters": merged, "into": merged[0]}]  # in the ids before it
+        metrics = {**run.metrics, "k": len(centroids), "merges": merges}
+        metrics.update(_scores(out, run, labels))
+        (out / rundir.SUCCESS).unlink()
+        os.replace(out / rundir.ASSIGNMENTS, staged.with_name(staged.name + ".old"))
+        os.replace(staged, out / rundir.ASSIGNMENTS)
+        shutil.rmtree(staged.with_name(staged.name + ".old"))
+        _write_parquet(out / rundir.CLUSTERS, rundir.clusters_table(centroids, sizes, described.central_texts, names))
+        _write_parquet(out / rundir.HIERARCHY, hierarchy_table(centroids, sizes))
+        write_json(out / METRICS, metrics)
+        report = run.config.get("report", {})
+        if report.get("enabled") and (out / rundir.REPORT).exists():
+            write_report(rundir.load_run(out, finished=False), out / rundir.REPORT,
+                         **{key: value for key, value in report.items() if key != "enabled"})
+        rundir.mark_complete(out)
+    return metrics
+
+
+def _stage_assignments(out: Path, labels: np.ndarray, distances: np.ndarray) -> Path:
+    """The run's assignments shards with the merged clusters and distances of its (n,) embedded
+    rows (noise stays noise, so every reason stays), written into a hidden directory beside
+    assignments.parquet; returns that directory."""
+    staged = out / f".{rundir.ASSIGNMENTS}.merge"
+    for leftover in (staged, staged.with_name(staged.name + ".old")):  # of a merge killed midway
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staged.mkdir()
+    start = 0
+    for file in parquet_files(out / rundir.ASSIGNMENTS):
+        table = pq.read_table(file)
+        embedded = np.asarray(pc.fill_null(pc.equal(table["reason"], rundir.NOISE), True))  # rejected rows: False
+        n = int(embedded.sum())
+        cluster, distance = table["cluster"].to_numpy().copy(), table["distance"].to_numpy(zero_copy_only=False).copy()
+        cluster[embedded], distance[embedded] = labels[start:start + n], distances[start:start + n]
+        table = table.set_column(table.schema.get_field_index("cluster"), "cluster", pa.array(cluster))
+        table = table.set_column(table.schema.get_field_index("distance"), "distance",
+                                 pa.array(distance, pa.float32(), from_pandas=True))
+        pq.write_table(table, staged / file.name)
+        start += n
+    return staged
+
+
+def _joined_names(names: list[str | None], mapping: np.ndarray) -> list[str | None]:
+    """Per new cluster, the names of the clusters merged into it joined by " / " (None if none had one)."""
+    joined = [[] for _ in range(int(mapping.max()) + 1)]
+    for name, new in zip(names, mapping):
+        if name:
+            joined[new].append(name)
+    return [" / ".join(parts) or None for parts in joined]
+
+
+def _scores(out: Path, run: "rundir.ClusterRun", labels: np.ndarray) -> dict:
+    """The run's quality scores for the merged (n,) labels: internal ones, and external ones where texts have labels."""
+    scores = internal_metrics(run.vectors, labels)
+    if "label" in pq.read_schema(parquet_files(out / rundir.TEXTS)[0]).names:
+        truth = read_output(out / rundir.TEXTS, ["label"])["label"].to_numpy(zero_copy_only=False)[run.rows]
+        known = np.array([t is not None for t in truth])
+        scores.update(external_metrics(truth[known].astype(str), labels[known]))
+    return scores
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    """`table` as the Parquet file `path`, atomically."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(path, sink.getvalue().to_pybytes())
