@@ -15,12 +15,15 @@ names with an `icc.corpus.labeler` labeler, and describes the clusters as `icc c
 import numbers
 
 import numpy as np
+import pyarrow.parquet as pq
 from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from icc.errors import ICCError
 
 LABELER_NAMES = ("keywords", "none")
+SAVED_FROM = "memory://icc.TextClusterer"  # the data.path of a saved run: texts held in memory
+REPORT_SETTINGS = {"max_points": 20000, "projection": "pca", "seed": 0}
 
 
 class TextClusterer(ClusterMixin, BaseEstimator):
@@ -39,9 +42,12 @@ class TextClusterer(ClusterMixin, BaseEstimator):
 
     After `fit(texts)` on n texts: `labels_` (n,) int64 (-1: noise), `distances_` (n,) float32 to
     the own centroid (nan for noise), `names_` (k names, None where none), `cluster_centers_`
-    (k, dim), `sizes_` (k,), `vectors_` (n, dim) unit vectors, `texts_`, `hierarchy_` (a pyarrow
-    table, `icc.corpus.hierarchy`), `clusterer_`, `embedder_` (the loaded `TextEmbedder`) and
-    `labeler_`.
+    (k, dim), `sizes_` (k,), `vectors_` (n, dim) unit vectors, `truncated_` (n,) bool (cut at the
+    embedder's max_length), `texts_`, `hierarchy_` (a pyarrow table, `icc.corpus.hierarchy`),
+    `clusterer_`, `embedder_` (the loaded `TextEmbedder`) and `labeler_`.
+
+    `save(dir)` writes an `icc cluster` run directory (`icc search`, `icc merge` and `load` read
+    it); `report(path)` writes the run's HTML map.
     """
 
     def __init__(self, n_clusters=None, *, embedder="all-MiniLM-L6-v2", clusterer="kmeans", labeler="keywords",
@@ -103,7 +109,8 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         if getattr(clusterer, "n_clusters", "auto") != "auto":
             check_k(clusterer.n_clusters, len(texts))  # before the model loads
         self.embedder_ = TextEmbedder(**embedder_kwargs)
-        self.vectors_ = self.embedder_.embed(texts)
+        self.vectors_, tokens = self.embedder_.embed_with_lengths(texts)
+        self.truncated_ = tokens >= self.embedder_.max_length
         self.texts_ = texts
         self.clusterer_, self.labeler_ = clusterer.fit(self.vectors_), labeler
         self._describe(self.clusterer_.labels_, self.clusterer_.cluster_centers_)
@@ -185,7 +192,9 @@ class TextClusterer(ClusterMixin, BaseEstimator):
     def _check_clusters(self, cluster) -> list[int]:
         """`search`'s cluster argument (an id or a list of ids) as a list of ids; ICCError if any is not a cluster."""
         k = len(self.sizes_)
-        ids = [cluster] if isinstance(cluster, numbers.Integral) else list(cluster) if hasattr(cluster, "__iter__") else []
+        if isinstance(cluster, numbers.Integral):
+            cluster = [cluster]
+        ids = list(cluster) if hasattr(cluster, "__iter__") else []
         if not ids or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c < k for c in ids):
             raise ICCError(f"cluster must be None, 'all', or cluster ids in 0..{k - 1}, got {cluster!r}")
         return [int(c) for c in ids]
@@ -205,6 +214,108 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             self.clusterer_.sample_ = (sample_vectors, relabel(sample_labels, mapping))
         self._describe(relabel(self.labels_, mapping), centers)
         return self
+
+
+    def save(self, directory, overwrite: bool = False):
+        """Write the fitted model as an `icc cluster` run directory (`icc.corpus.rundir`, one shard):
+        texts, embeddings, assignments, clusters, hierarchy, metrics.json, run.json (with this
+        estimator's parameters) and _SUCCESS. Refuses, before writing, a directory holding files icc
+        did not write, or another run unless `overwrite`. Returns the directory as a Path."""
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        from icc.corpus import rundir
+        from icc.corpus.hierarchy import write_hierarchy
+        from icc.corpus.shards import write_embedded
+        from icc.metrics import internal_metrics
+        from icc.pipeline import write_run_record
+
+        check_is_fitted(self, "labels_")
+        out, n = Path(directory), len(self.texts_)
+        reject = np.full(n, "", dtype=object)
+        with rundir.open_run(out, SAVED_FROM, {"saved_by": SAVED_FROM}, overwrite=overwrite):
+            write_embedded(_Batches({"text": np.array(self.texts_, dtype=object), "reject": reject,
+                                     "replaced": np.zeros(n, bool), "truncated": self.truncated_,
+                                     "vector": self.vectors_}), out)
+            rundir.renew(out, rundir.ASSIGNMENTS)
+            (out / rundir.ASSIGNMENTS).mkdir()
+            table = rundir.assignments_table(np.arange(n), reject.astype(str), self.labels_, self.distances_)
+            pq.write_table(table, out / rundir.ASSIGNMENTS / rundir.part_name(0))
+            rundir.write_clusters(out, rundir.clusters_table(self.cluster_centers_, self.sizes_,
+                                                             self.described_.central_texts, self.names_))
+            write_hierarchy(out, self.hierarchy_)
+            metrics = {"rows": n, "embedded": n, "rejected": 0, "k": len(self.sizes_),
+                       "noise": int((self.labels_ < 0).sum()), **internal_metrics(self.vectors_, self.labels_)}
+            config = {"text_clusterer": self._saved_params(), "report": {"enabled": True, **REPORT_SETTINGS},
+                      "labeler": {"name": self.labeler if isinstance(self.labeler, str) else "none"}}
+            vectors = {"dim": self.vectors_.shape[1], "normalized": True}
+            write_run_record(out, "text_clusterer", OmegaConf.create(config), metrics,
+                             embedder=self._embedder_kwargs(), vectors=vectors)
+            rundir.mark_complete(out)
+        return out
+
+    def _saved_params(self) -> dict:
+        """`get_params()` as JSON: a clusterer estimator as {"name": its registry name, **its parameters};
+        a labeler object as "none" (it is not saved; its names are)."""
+        from icc.cluster import CLUSTERERS
+
+        params = self.get_params()
+        if not isinstance(self.clusterer, str):
+            name = next(key for key, cls in CLUSTERERS.items() if type(self.clusterer) is cls)
+            params["clusterer"] = {"name": name, **self.clusterer.get_params()}
+        if not (self.labeler is None or isinstance(self.labeler, str)):
+            params["labeler"] = "none"
+        return params
+
+    @classmethod
+    def load(cls, directory) -> "TextClusterer":
+        """The model saved in `directory` by `save` (or merged there by `icc merge`): its parameters,
+        texts, vectors, clusters and names; the clusterer holds the saved centroids (and every saved
+        point as its kNN sample with assign="knn"), so `transform` assigns as after the fit."""
+        from icc.cluster import make_clusterer
+        from icc.corpus.rundir import load_run
+        from icc.models.embedder import TextEmbedder
+
+        run = load_run(directory)
+        params = run.config.get("text_clusterer")
+        if params is None:
+            raise ICCError(f"{directory} was not written by TextClusterer.save (an icc cluster run: use icc search)")
+        if isinstance(params["clusterer"], dict):
+            clusterer = params["clusterer"]
+            params["clusterer"] = make_clusterer(clusterer.pop("name"), **clusterer)
+        model = cls(**params)
+        model.labeler_, model.embedder_ = model._make_labeler(), TextEmbedder(**run.embedder)
+        model.texts_, model.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
+        model.truncated_ = np.zeros(len(run.rows), bool)
+        model.clusterer_ = model._make_clusterer()
+        model.clusterer_.cluster_centers_, model.clusterer_.n_features_in_ = run.centroids, run.vectors.shape[1]
+        model.clusterer_.fit_rows_ = len(run.rows)
+        model.clusterer_.sample_ = (run.vectors, run.cluster) if model.clusterer_.assign == "knn" else None
+        model._describe(run.cluster, run.centroids)
+        model.names_ = run.names  # the saved names (an LLM's, say)
+        return model
+
+    def report(self, path):
+        """Write the HTML map of the clusters (`icc.corpus.report`) to `path`; returns it as a Path."""
+        import tempfile
+        from pathlib import Path
+
+        from icc.corpus.report import write_report
+        from icc.corpus.rundir import load_run
+
+        with tempfile.TemporaryDirectory(prefix="icc-report-") as directory:
+            return write_report(load_run(self.save(Path(directory) / "run")), path, **REPORT_SETTINGS)
+
+
+class _Batches:
+    """One numpy batch where `icc.corpus.shards.write_embedded` reads a Ray Dataset's batches."""
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def iter_batches(self, **kwargs):
+        yield self.batch
 
 
 def member_distances(vectors: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:

@@ -27,8 +27,9 @@ def hdbscan_run(ray_address, tmp_path_factory):
     pyarrow.csv.write_csv(pyarrow.concat_tables(
         [table.filter(pc.equal(table["label"], intent)).slice(0, 18) for intent in INTENTS]), base / "texts.csv")
     out = base / "run"
-    result = run_icc("cluster", f"ray.address={ray_address}", "ray.progress_bars=false", f"data.path={base / 'texts.csv'}",
-                     "clusterer=hdbscan", "clusterer.k=null", "clusterer.min_cluster_size=5", "clusterer.reduce_outliers=true",
+    result = run_icc("cluster", f"ray.address={ray_address}", "ray.progress_bars=false",
+                     f"data.path={base / 'texts.csv'}", "clusterer=hdbscan", "clusterer.k=null",
+                     "clusterer.min_cluster_size=5", "clusterer.reduce_outliers=true",
                      "report.enabled=false", f"output.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
@@ -70,7 +71,8 @@ def test_merge_rewrites_the_run_with_one_cluster_fewer(hdbscan_run):
     np.testing.assert_array_equal(after.cluster, expected)
     assert after.sizes[0] == before.sizes[0] + before.sizes[2] and len(after.sizes) == k - 1
     weights = before.sizes[[0, 2], None]
-    np.testing.assert_allclose(after.centroids[0], (before.centroids[[0, 2]] * weights).sum(0) / weights.sum(), atol=1e-6)
+    merged = (before.centroids[[0, 2]] * weights).sum(0) / weights.sum()
+    np.testing.assert_allclose(after.centroids[0], merged, atol=1e-6)
     distances = read_output(out / "assignments.parquet", ["distance"])["distance"].to_numpy()
     np.testing.assert_allclose(distances, np.linalg.norm(after.vectors - after.centroids[after.cluster], axis=1),
                                rtol=1e-4)

@@ -119,3 +119,25 @@ def test_bad_input_is_refused_before_the_model_loads(params, texts, message):
     with pytest.raises(ICCError, match=message):
         model.fit(texts)
     assert not hasattr(model, "embedder_")
+
+
+def test_save_writes_a_run_that_load_and_icc_search_read(model, tmp_path):
+    from icc.corpus.search import Searcher
+
+    saved = model.save(tmp_path / "run")
+    loaded = icc.TextClusterer.load(saved)
+    assert loaded.get_params() == model.get_params() and loaded.texts_ == model.texts_
+    np.testing.assert_array_equal(loaded.labels_, model.labels_)
+    assert loaded.names_ == model.names_
+    new = ["How do I change the PIN of my card?", "what is the rate for euros to dollars?"]
+    np.testing.assert_array_equal(loaded.predict(new), model.predict(new))
+    hits = Searcher.load(saved).search("my card has still not arrived", top_k=3)  # as icc search reads it
+    assert [h["row"] for h in hits] == model.search("my card has still not arrived", k=3)["index"].tolist()
+    (tmp_path / "mine.txt").write_text("not icc's")
+    with pytest.raises(ICCError, match="holds files icc did not write"):
+        model.save(tmp_path)
+
+
+def test_report_writes_the_map_with_names_and_hierarchy(model, tmp_path):
+    page = model.report(tmp_path / "map.html").read_text()
+    assert all(name in page for name in model.names_) and "<h2>Hierarchy</h2>" in page
