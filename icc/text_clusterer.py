@@ -118,6 +118,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
 
     def _describe(self, labels: np.ndarray, centers: np.ndarray) -> None:
         """Set the fitted attributes that follow from the labels and centroids."""
+        from icc.cluster.base import member_distances
         from icc.corpus.describe import describe, nearest_members
         from icc.corpus.hierarchy import hierarchy_table
 
@@ -316,15 +317,6 @@ class _Batches:
 
     def iter_batches(self, **kwargs):
         yield self.batch
-
-
-def member_distances(vectors: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """(n,) float32 Euclidean distance of each of the (n, d) vectors to its cluster's centroid
-    among the (k, d) centers; nan where labels is -1 (noise)."""
-    distances = np.full(len(vectors), np.nan, dtype=np.float32)
-    inside = labels >= 0
-    distances[inside] = np.linalg.norm(vectors[inside] - centers[labels[inside]], axis=1)
-    return distances
 
 
 def check_texts(texts, fewest: int = 2) -> list[str]:

@@ -210,6 +210,15 @@ def nearest_centroid(centers: np.ndarray, X: np.ndarray) -> np.ndarray:
     return _nearest(centers, np.ascontiguousarray(X, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
 
 
+def member_distances(vectors: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(n,) float32 Euclidean distance of each of the (n, d) vectors to its cluster's centroid
+    among the (k, d) centers; nan where labels is -1 (noise)."""
+    distances = np.full(len(vectors), np.nan, dtype=np.float32)
+    inside = labels >= 0
+    distances[inside] = np.linalg.norm(vectors[inside] - centers[labels[inside]], axis=1)
+    return distances
+
+
 def cluster_means(X: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(k, d) float32 mean of each cluster 0..k-1; label -1 (noise) is left out: (0, d) when every point is noise."""
     keep = labels >= 0

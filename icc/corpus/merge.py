@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from icc.cluster.base import member_distances
 from icc.corpus import rundir
 from icc.data.parquet import parquet_files, read_output
 from icc.errors import ICCError
@@ -91,14 +92,12 @@ def merge_run(run_dir, clusters) -> dict:
     with rundir.lock_dir(out, "run"):
         centroids = merged_centroids(run.centroids, run.sizes, mapping)
         labels = relabel(run.cluster, mapping)
-        distances = np.full(len(labels), np.nan, dtype=np.float32)
-        inside = labels >= 0
-        distances[inside] = np.linalg.norm(run.vectors[inside] - centroids[labels[inside]], axis=1)
+        distances = member_distances(run.vectors, labels, centroids)
         staged = _stage_assignments(out, labels, distances)
         members = nearest_members(labels, distances, len(centroids), labeler)
         described = describe(rundir.texts_at_rows(out, [run.rows[m] for m in members]), labeler)
         names = described.names or _joined_names(run.names, mapping)
-        sizes = np.bincount(labels[inside], minlength=len(centroids))
+        sizes = np.bincount(labels[labels >= 0], minlength=len(centroids))
         merges = [*run.metrics.get("merges", []), {"clusters": merged, "into": merged[0]}]  # in the ids before it
         metrics = {**run.metrics, "k": len(centroids), "merges": merges}
         metrics.update(_scores(out, run, labels))
