@@ -7,7 +7,7 @@ size-weighted mean of the merged centroids (the mean of its members where the ce
 `merge_run` rewrites a complete run directory in place, holding its lock: its assignments (a new
 generation of shards written beside the old one, then swapped in by renames), clusters.parquet
 (names from the run's keyword labeler again, or the merged names joined by " / " for labeler=llm),
-hierarchy.parquet, metrics.json (k, sizes' scores again, `merges` recorded) and report.html. It
+hierarchy.parquet, metrics.json (k and the scores again, `merges` recorded) and report.html. It
 refuses, before any change, a run that is incomplete or whose files icc did not write. `_SUCCESS`
 is removed just before the swap and written last, so a merge killed midway leaves a run that
 readers refuse (incomplete) rather than one that mixes the two generations.
