@@ -23,6 +23,7 @@ from icc.models.hub import check_model, load_kwargs, resolve_model
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
 POOLINGS = ("mean", "last")
+QUANTIZE = (None, "int8")
 
 
 class TextEmbedder:
@@ -39,6 +40,9 @@ class TextEmbedder:
     num_threads: torch CPU threads; None: all cores when on the CPU.
     pooling: "mean" over the non-padding tokens, or "last": the hidden state of the last
         non-padding token (for causal LMs).
+    quantize: None (float weights) or "int8": on the CPU only, every Linear layer's weights int8
+        per output channel, activations quantised per batch (torch dynamic quantisation, done at
+        load in under a second, so nothing is cached); see `quantize_int8`.
     """
 
     def __init__(
@@ -53,11 +57,15 @@ class TextEmbedder:
         allow_pickle: bool = False,
         text_column: str = "text",
         pooling: str = "mean",
+        quantize: str | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle)
+        check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle, quantize)
         self.device = resolve_device(device)
+        if quantize and self.device.type != "cpu":
+            raise ICCError(f"embedder.quantize={quantize} runs on the CPU only (this embedder is on {self.device.type}): "
+                           "set embedder.quantize=null")
         use_threads(num_threads, self.device)
         autocast = compute_dtype(dtype, self.device)
         self.autocast_dtype = autocast if self.device.type == "cuda" and autocast != torch.float32 else None
@@ -67,6 +75,8 @@ class TextEmbedder:
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs).to(self.device).eval()
+        if quantize == "int8":
+            self.model = quantize_int8(self.model)
         self.max_length = min(max_length, self.tokenizer.model_max_length)
         self.batch_size = batch_size or (256 if self.device.type == "cuda" else 16)
         self.text_column = text_column
@@ -148,8 +158,17 @@ class TextEmbedder:
         return batch
 
 
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every Linear layer dynamically quantised: int8 weights with one scale per output
+    channel (one per tensor loses twice the cosine to the float vectors), activations quantised
+    per batch; the rest (embeddings, LayerNorm, softmax) stays float32."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
 def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dtype: str = "auto",
-                   trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+                   trust_remote_code: bool = False, allow_pickle: bool = False, quantize: str | None = None) -> None:
     """ICCError for a `TextEmbedder` load setting of the wrong type or value (the model is not loaded)."""
     check_model(model)
     check_positive_int(max_length, "max_length")
@@ -158,6 +177,8 @@ def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dty
     check_dtype(dtype)
     check_bool(trust_remote_code, "trust_remote_code")
     check_bool(allow_pickle, "allow_pickle")
+    if quantize not in QUANTIZE:
+        raise ICCError(f"unknown embedder.quantize {quantize!r} (choose from null, int8)")
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
