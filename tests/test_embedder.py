@@ -100,5 +100,16 @@ def test_int8_quantised_vectors_stay_close_to_float(embedder):
 def test_quantize_settings_are_checked_before_loading():
     with pytest.raises(ICCError, match="unknown embedder.quantize 'int4'"):
         check_embedder("all-MiniLM-L6-v2", quantize="int4")
+    with pytest.raises(ICCError, match="computes in int8"):
+        check_embedder("all-MiniLM-L6-v2", quantize="int8", dtype="bfloat16")
     with pytest.raises(ICCError, match="CPU only"):
         TextEmbedder("all-MiniLM-L6-v2", device="cuda", quantize="int8")
+
+
+def test_bfloat16_on_the_cpu_casts_the_weights(embedder):
+    bf16 = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    ours = bf16.embed(TEXTS)
+    assert ours.dtype == np.float32
+    cosine = np.sum(ours * embedder.embed(TEXTS), axis=1)
+    assert cosine.min() > 0.99 and not np.allclose(cosine, 1, atol=1e-6)

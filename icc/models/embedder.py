@@ -31,13 +31,14 @@ class TextEmbedder:
 
     model: HF id, local directory or a known offline name (see `icc.models.hub`).
     max_length: tokens per text; longer texts are truncated.
-    batch_size: texts per forward pass (None: 16 on CPU, where small float batches of similar
-        length run fastest, 64 for int8, whose per-batch quantisation of the activations costs
-        more, 256 on GPU); a call sorts its texts by token count and runs them in batches of this
+    batch_size: texts per forward pass (None: 16 on CPU, where small float32 batches of similar
+        length run fastest, 64 on CPU in bf16 or int8, whose matrix units want larger products,
+        256 on GPU); a call sorts its texts by token count and runs them in batches of this
         size, so padding stays small.
-    device: "cuda", "cpu" or None (cuda when available). The weights stay float32; on GPU the
+    device: "cuda", "cpu" or None (cuda when available). On GPU the weights stay float32 and the
         forward pass runs under autocast to `dtype` ("auto": bf16, or fp16 on GPUs without bf16;
-        `icc.models.device.compute_dtype`), on CPU in float32.
+        `icc.models.device.compute_dtype`); on CPU it runs in float32 unless `dtype` is "bfloat16",
+        which casts the weights to bf16 (fast on CPUs with AMX-BF16 matrix units, slow without).
     num_threads: torch CPU threads; None: all cores when on the CPU.
     pooling: "mean" over the non-padding tokens, or "last": the hidden state of the last
         non-padding token (for causal LMs).
@@ -76,10 +77,13 @@ class TextEmbedder:
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs).to(self.device).eval()
+        cpu_bf16 = self.device.type == "cpu" and dtype == "bfloat16"
+        if cpu_bf16:
+            self.model = self.model.to(torch.bfloat16)
         if quantize == "int8":
             self.model = quantize_int8(self.model)
         self.max_length = min(max_length, self.tokenizer.model_max_length)
-        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 64 if quantize else 16)
+        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 64 if quantize or cpu_bf16 else 16)
         self.text_column = text_column
         self.pooling = pooling
         self.dim = self.model.config.hidden_size
@@ -180,6 +184,8 @@ def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dty
     check_bool(allow_pickle, "allow_pickle")
     if quantize not in QUANTIZE:
         raise ICCError(f"unknown embedder.quantize {quantize!r} (choose from null, int8)")
+    if quantize and dtype not in ("auto", "float32"):
+        raise ICCError(f"embedder.quantize={quantize} computes in int8: set embedder.dtype=auto, not {dtype}")
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:

@@ -1,12 +1,13 @@
-"""int8 on the CPU: `TextEmbedder(quantize="int8")` against float32 and `SentenceTransformer.encode`.
+"""Lower precision on the CPU: `TextEmbedder` in int8 and bf16 against float32 and `SentenceTransformer.encode`.
 
 On each data set's texts, in one run: `SentenceTransformer.encode(batch_size=64)` fp32 (the
-baseline), icc's `TextEmbedder` fp32 and int8 (`embedder.quantize=int8`), each with its model
+baseline), icc's `TextEmbedder` fp32, int8 (`embedder.quantize=int8`) and bf16 weights
+(`embedder.dtype=bfloat16`, AMX matrix units where the CPU has them), each with its model
 loaded and warmed up; the three alternate `--repeats` times and the table gives median texts/s.
 Quality: scikit-learn `KMeans(k, n_init=10, random_state=0)` ACC (Hungarian) of each method's
 vectors against the labels, and the minimum (and mean) cosine of each row's vector to encode's fp32.
 
-    python benchmarks/int8_cpu.py --data ../shared/data/text/agnews_test.csv --rows 2000
+    python benchmarks/cpu_precision.py --data ../shared/data/text/agnews_test.csv --rows 2000
 """
 
 import argparse
@@ -43,11 +44,13 @@ def main() -> None:
     start = time.perf_counter()
     int8 = TextEmbedder(path, max_length=MAX_LENGTH, device="cpu", quantize="int8")
     load_seconds = time.perf_counter() - start
+    bf16 = TextEmbedder(path, max_length=MAX_LENGTH, device="cpu", dtype="bfloat16")
     methods = {
         "SentenceTransformer.encode(batch_size=64) fp32": lambda t: encoder.encode(t, batch_size=64,
                                                                                   normalize_embeddings=True),
         f"icc TextEmbedder fp32 (batch {fp32.batch_size})": fp32.embed,
         f"icc TextEmbedder int8 (batch {int8.batch_size})": int8.embed,
+        f"icc TextEmbedder bf16 (batch {bf16.batch_size})": bf16.embed,
     }
     results = {"threads": torch.get_num_threads(), "cores": os.cpu_count(), "int8_load_seconds": load_seconds,
                "repeats": args.repeats, "sets": {}}
@@ -76,9 +79,9 @@ def main() -> None:
         results["sets"][data.name] = {"texts": len(texts), "k": k, "methods": rows}
         print(data.name, json.dumps(rows), flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / "int8_cpu"
+    stem = args.results / "cpu_precision"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# int8 on the CPU: icc TextEmbedder vs SentenceTransformer.encode ({os.cpu_count()} cores, "
+    lines = [f"# int8 and bf16 on the CPU: icc TextEmbedder vs SentenceTransformer.encode ({os.cpu_count()} cores, "
              f"{results['threads']} torch threads)", "",
              f"all-MiniLM-L6-v2, max_length {MAX_LENGTH}; medians of {args.repeats} alternating runs; ACC of "
              f"KMeans(k, n_init=10, random_state=0) on each method's vectors; cosine to encode's fp32 vectors. "
@@ -91,7 +94,7 @@ def main() -> None:
                   f"| {row['texts_per_s'] / base['texts_per_s']:.2f}x | {row['acc']:.3f} | {row['acc'] - base['acc']:+.3f} "
                   f"| {row['min_cosine_vs_encode']:.4f} | {row['mean_cosine_vs_encode']:.4f} |"
                   for method, row in entry["methods"].items()]
-    lines += ["", "Command: `python benchmarks/int8_cpu.py --data " + " ".join(os.path.relpath(d) for d in args.data)
+    lines += ["", "Command: `python benchmarks/cpu_precision.py --data " + " ".join(os.path.relpath(d) for d in args.data)
               + (f" --rows {args.rows}" if args.rows else "") + f" --repeats {args.repeats}`"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
