@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from icc.errors import ICCError
-from icc.models.embedder import TextEmbedder, check_embedder
+from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder
 from icc.models.hub import resolve_model
 
 
@@ -113,3 +113,13 @@ def test_bfloat16_on_the_cpu_casts_the_weights(embedder):
     assert ours.dtype == np.float32
     cosine = np.sum(ours * embedder.embed(TEXTS), axis=1)
     assert cosine.min() > 0.99 and not np.allclose(cosine, 1, atol=1e-6)
+
+
+def test_cpu_float32_batches_fill_a_token_budget(embedder):
+    default = TextEmbedder("all-MiniLM-L6-v2")
+    assert default.tokens_per_batch == CPU_TOKENS_PER_BATCH and embedder.tokens_per_batch is None  # batch_size set
+    counts = np.array([4] * 300 + [60] * 40 + [256] * 3)
+    # 256 rows of 4 tokens (the cap), the other 44, then 17 x 60 = 1020 tokens, and the 256-token rows 3 together.
+    assert [s.stop - s.start for s in default.forward_batches(counts)] == [256, 44, 17, 17, 6, 3]
+    assert [s.stop - s.start for s in embedder.forward_batches(counts)] == [4] * 85 + [3]
+    np.testing.assert_allclose(default.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)

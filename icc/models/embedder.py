@@ -22,6 +22,9 @@ from icc.models.hub import check_model, load_kwargs, resolve_model
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
+# Padded tokens per float32 forward pass on the CPU when batch_size is not set: 16 texts of 64
+# tokens, 85 intents of 12; fixed batches of 16 left short texts to per-batch overhead.
+CPU_TOKENS_PER_BATCH = 1024
 POOLINGS = ("mean", "last")
 QUANTIZE = (None, "int8")
 
@@ -31,10 +34,11 @@ class TextEmbedder:
 
     model: HF id, local directory or a known offline name (see `icc.models.hub`).
     max_length: tokens per text; longer texts are truncated.
-    batch_size: texts per forward pass (None: 16 on CPU, where small float32 batches of similar
-        length run fastest, 64 on CPU in bf16 or int8, whose matrix units want larger products,
-        256 on GPU); a call sorts its texts by token count and runs them in batches of this
-        size, so padding stays small.
+    batch_size: texts per forward pass (None: on CPU in float32 as many as fill
+        CPU_TOKENS_PER_BATCH padded tokens, at most 256, since small batches of similar length run
+        fastest there yet short texts need more of them per pass; 64 on CPU in bf16 or int8, whose
+        matrix units want larger products; 256 on GPU); a call sorts its texts by token count and
+        runs them in batches, so padding stays small.
     device: "cuda", "cpu" or None (cuda when available). On GPU the weights stay float32 and the
         forward pass runs under autocast to `dtype` ("auto": bf16, or fp16 on GPUs without bf16;
         `icc.models.device.compute_dtype`); on CPU it runs in float32 unless `dtype` is "bfloat16",
@@ -83,7 +87,9 @@ class TextEmbedder:
         if quantize == "int8":
             self.model = quantize_int8(self.model)
         self.max_length = min(max_length, self.tokenizer.model_max_length)
-        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 64 if quantize or cpu_bf16 else 16)
+        cpu_float32 = self.device.type == "cpu" and not (quantize or cpu_bf16)
+        self.batch_size = batch_size or (64 if self.device.type == "cpu" and not cpu_float32 else 256)
+        self.tokens_per_batch = CPU_TOKENS_PER_BATCH if batch_size is None and cpu_float32 else None
         self.text_column = text_column
         self.pooling = pooling
         self.dim = self.model.config.hidden_size
@@ -99,16 +105,32 @@ class TextEmbedder:
     def embed_tokens(self, input_ids: list) -> tuple[np.ndarray, np.ndarray]:
         """`embed_with_lengths` for texts tokenised already (`token_ids`): rows of token ids.
 
-        The rows run in batches of `batch_size` sorted by token count, so a batch is padded by a
-        few percent of its tokens (sorted by characters, as sentence-transformers does, by 25-40%).
+        The rows run in batches sorted by token count (`forward_batches`), so a batch is padded by a few
+        percent of its tokens (sorted by characters, as sentence-transformers does, by 25-40%).
         """
-        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+        counts = np.array([len(ids) for ids in input_ids], dtype=np.int64)
+        order = np.argsort(counts, kind="stable")
         vectors = np.empty((len(input_ids), self.dim), dtype=np.float32)
         lengths = np.empty(len(input_ids), dtype=np.int64)
-        for start in range(0, len(input_ids), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in self.forward_batches(counts[order]):
+            idx = order[idx]
             vectors[idx], lengths[idx] = self._forward(self._pad([input_ids[i] for i in idx]))
         return vectors, lengths
+
+    def forward_batches(self, sorted_counts: np.ndarray) -> list[slice]:
+        """Slices of the ascending token counts (n,) that make the forward passes: `batch_size` rows
+        each, or with `tokens_per_batch`, as many (at most `batch_size`) as keep the padded tokens
+        (rows x the longest, the last) within it, at least one."""
+        cuts, start = [], 0
+        while start < len(sorted_counts):
+            stop = min(start + self.batch_size, len(sorted_counts))
+            if self.tokens_per_batch:
+                # Longest row first: row j's padded batch from `start` costs (j - start + 1) * counts[j].
+                fits = (np.arange(1, stop - start + 1) * sorted_counts[start:stop]) <= self.tokens_per_batch
+                stop = start + max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
+            cuts.append(slice(start, stop))
+            start = stop
+        return cuts
 
     def _pad(self, rows: list) -> "transformers.BatchEncoding":
         """input_ids and attention_mask (b, longest) of token id rows, padded on the tokenizer's side."""
