@@ -48,7 +48,7 @@ def main() -> None:
     methods = {
         "SentenceTransformer.encode(batch_size=64) fp32": lambda t: encoder.encode(t, batch_size=64,
                                                                                   normalize_embeddings=True),
-        f"icc TextEmbedder fp32 (batch {fp32.batch_size})": fp32.embed,
+        f"icc TextEmbedder fp32 ({fp32.tokens_per_batch}-token batches)": fp32.embed,
         f"icc TextEmbedder int8 (batch {int8.batch_size})": int8.embed,
         f"icc TextEmbedder bf16 (batch {bf16.batch_size})": bf16.embed,
     }
