@@ -125,7 +125,7 @@ class TextEmbedder:
         while start < len(sorted_counts):
             stop = min(start + self.batch_size, len(sorted_counts))
             if self.tokens_per_batch:
-                # Longest row first: row j's padded batch from `start` costs (j - start + 1) * counts[j].
+                # Counts ascend, so rows start..j padded to row j cost (j - start + 1) * counts[j] tokens.
                 fits = (np.arange(1, stop - start + 1) * sorted_counts[start:stop]) <= self.tokens_per_batch
                 stop = start + max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
             cuts.append(slice(start, stop))
