@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
-from icc.models.embedder import TextEmbedder
+from icc.errors import ICCError
+from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder
 from icc.models.hub import resolve_model
 
 
@@ -83,3 +85,41 @@ def test_batches_follow_token_counts_not_characters():
     first, second = embedder.batches[:2]
     assert max(first) <= min(second)
     assert len(set(second)) == 1  # the three digit strings together: no padding at all
+
+
+def test_int8_quantised_vectors_stay_close_to_float(embedder):
+    quantised = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, quantize="int8")
+    assert not any(type(m) is torch.nn.Linear for m in quantised.model.modules())  # every Linear is int8 now
+    ours = quantised.embed(TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    cosine = np.sum(ours * embedder.embed(TEXTS), axis=1)
+    assert cosine.min() > 0.95 and not np.allclose(cosine, 1, atol=1e-4)  # close, yet computed in int8
+    assert ours[0] @ ours[1] > ours[0] @ ours[2] + 0.3
+
+
+def test_quantize_settings_are_checked_before_loading():
+    with pytest.raises(ICCError, match="unknown embedder.quantize 'int4'"):
+        check_embedder("all-MiniLM-L6-v2", quantize="int4")
+    with pytest.raises(ICCError, match="computes in int8"):
+        check_embedder("all-MiniLM-L6-v2", quantize="int8", dtype="bfloat16")
+    with pytest.raises(ICCError, match="CPU only"):
+        TextEmbedder("all-MiniLM-L6-v2", device="cuda", quantize="int8")
+
+
+def test_bfloat16_on_the_cpu_casts_the_weights(embedder):
+    bf16 = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    ours = bf16.embed(TEXTS)
+    assert ours.dtype == np.float32
+    cosine = np.sum(ours * embedder.embed(TEXTS), axis=1)
+    assert cosine.min() > 0.99 and not np.allclose(cosine, 1, atol=1e-6)
+
+
+def test_cpu_float32_batches_fill_a_token_budget(embedder):
+    default = TextEmbedder("all-MiniLM-L6-v2")
+    assert default.tokens_per_batch == CPU_TOKENS_PER_BATCH and embedder.tokens_per_batch is None  # batch_size set
+    counts = np.array([4] * 300 + [60] * 40 + [256] * 3)
+    # 256 rows of 4 tokens (the cap), the other 44, then 17 x 60 = 1020 tokens, and the 256-token rows 3 together.
+    assert [s.stop - s.start for s in default.forward_batches(counts)] == [256, 44, 17, 17, 6, 3]
+    assert [s.stop - s.start for s in embedder.forward_batches(counts)] == [4] * 85 + [3]
+    np.testing.assert_allclose(default.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)

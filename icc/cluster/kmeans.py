@@ -156,7 +156,9 @@ def _block_sums(blocks: list, centroids: np.ndarray) -> tuple[np.ndarray, np.nda
 @ray.remote(num_cpus=1)
 def _partial_sums(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each run's (k, d) centroids in the (runs, k, d) `centroids`: the sums (runs, k, d) float64
-    and counts (runs, k) of the (n, d) points X nearest each centroid, and the inertia (runs,)."""
+    and counts (runs, k) of the (n, d) points X nearest each centroid, and the inertia (runs,).
+    Each block's sums are taken in float32 (relative error ~1e-6; float64 ones made scipy copy X
+    to float64, which took twice as long as the nearest-centroid search at k = 100)."""
     runs, k, d = centroids.shape
     sums, counts, inertia = np.zeros((runs, k, d)), np.zeros((runs, k)), np.zeros(runs)
     if len(X) == 0:
@@ -166,7 +168,8 @@ def _partial_sums(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
         index = faiss.IndexFlatL2(d)
         index.add(np.ascontiguousarray(centroids[r]))
         squared, nearest = index.search(X, 1)
-        members = scipy.sparse.csr_matrix((np.ones(len(X)), (nearest[:, 0], np.arange(len(X)))), shape=(k, len(X)))
+        members = scipy.sparse.csr_matrix((np.ones(len(X), np.float32), (nearest[:, 0], np.arange(len(X)))),
+                                          shape=(k, len(X)))
         sums[r] = members @ X
         counts[r] = np.bincount(nearest[:, 0], minlength=k)
         inertia[r] = float(np.maximum(squared, 0).sum())

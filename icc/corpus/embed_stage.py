@@ -89,7 +89,7 @@ def embed_dataset(
     """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors.
 
     embedder: what loads the model, `TextEmbedder` keyword arguments (model, max_length, pooling,
-    dtype, trust_remote_code, allow_pickle). The rest is the pool (the config's `embedder.pool`):
+    dtype, trust_remote_code, allow_pickle, quantize). The rest is the pool (the config's `embedder.pool`):
     `actors`, `num_gpus`, `cpus_per_actor` (see `icc.ray_runtime.actor_pool`) and each actor's
     `num_threads` and `batch_size`; `rows_per_batch` rows go to an actor at a time, which sorts
     them by length and runs them in `batch_size` forward passes. tokenize: "stage" (CPU tasks
@@ -100,6 +100,9 @@ def embed_dataset(
     check_embed_pool(batch_size, rows_per_batch, tokenize, actors=actors, num_gpus=num_gpus,
                      cpus_per_actor=cpus_per_actor, num_threads=num_threads)
     pool = actor_pool(actors, num_gpus, cpus_per_actor)
+    if embedder.get("quantize") and pool["num_gpus"]:
+        raise ICCError(f"embedder.quantize={embedder['quantize']} runs on the CPU only and the embedder actors hold GPUs: "
+                       "set embedder.quantize=null or embedder.pool.num_gpus=0")
     # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
     # batches first, so that embedded rows reach the writer (and the shards) as they are done.
     ds = ds.repartition(target_num_rows_per_block=rows_per_batch)

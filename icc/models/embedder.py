@@ -22,7 +22,11 @@ from icc.models.hub import check_model, load_kwargs, resolve_model
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
+# Padded tokens per float32 forward pass on the CPU when batch_size is not set: 16 texts of 64
+# tokens, 85 intents of 12; fixed batches of 16 left short texts to per-batch overhead.
+CPU_TOKENS_PER_BATCH = 1024
 POOLINGS = ("mean", "last")
+QUANTIZE = (None, "int8")
 
 
 class TextEmbedder:
@@ -30,15 +34,21 @@ class TextEmbedder:
 
     model: HF id, local directory or a known offline name (see `icc.models.hub`).
     max_length: tokens per text; longer texts are truncated.
-    batch_size: texts per forward pass (None: 16 on CPU, where small batches of similar length
-        run fastest, 256 on GPU); a call sorts its texts by token count and runs them in batches
-        of this size, so padding stays small.
-    device: "cuda", "cpu" or None (cuda when available). The weights stay float32; on GPU the
+    batch_size: texts per forward pass (None: on CPU in float32 as many as fill
+        CPU_TOKENS_PER_BATCH padded tokens, at most 256, since small batches of similar length run
+        fastest there yet short texts need more of them per pass; 64 on CPU in bf16 or int8, whose
+        matrix units want larger products; 256 on GPU); a call sorts its texts by token count and
+        runs them in batches, so padding stays small.
+    device: "cuda", "cpu" or None (cuda when available). On GPU the weights stay float32 and the
         forward pass runs under autocast to `dtype` ("auto": bf16, or fp16 on GPUs without bf16;
-        `icc.models.device.compute_dtype`), on CPU in float32.
+        `icc.models.device.compute_dtype`); on CPU it runs in float32 unless `dtype` is "bfloat16",
+        which casts the weights to bf16 (fast on CPUs with AMX-BF16 matrix units, slow without).
     num_threads: torch CPU threads; None: all cores when on the CPU.
     pooling: "mean" over the non-padding tokens, or "last": the hidden state of the last
         non-padding token (for causal LMs).
+    quantize: None (float weights) or "int8": on the CPU only, every Linear layer's weights int8
+        per output channel, activations quantised per batch (torch dynamic quantisation, done at
+        load in under a second, so nothing is cached); see `quantize_int8`.
     """
 
     def __init__(
@@ -53,11 +63,15 @@ class TextEmbedder:
         allow_pickle: bool = False,
         text_column: str = "text",
         pooling: str = "mean",
+        quantize: str | None = None,
     ):
         from transformers import AutoModel, AutoTokenizer
 
-        check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle)
+        check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle, quantize)
         self.device = resolve_device(device)
+        if quantize and self.device.type != "cpu":
+            raise ICCError(f"embedder.quantize={quantize} runs on the CPU only (this embedder is on {self.device.type}): "
+                           "set embedder.quantize=null")
         use_threads(num_threads, self.device)
         autocast = compute_dtype(dtype, self.device)
         self.autocast_dtype = autocast if self.device.type == "cuda" and autocast != torch.float32 else None
@@ -67,8 +81,15 @@ class TextEmbedder:
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs).to(self.device).eval()
+        cpu_bf16 = self.device.type == "cpu" and dtype == "bfloat16"
+        if cpu_bf16:
+            self.model = self.model.to(torch.bfloat16)
+        if quantize == "int8":
+            self.model = quantize_int8(self.model)
         self.max_length = min(max_length, self.tokenizer.model_max_length)
-        self.batch_size = batch_size or (256 if self.device.type == "cuda" else 16)
+        cpu_float32 = self.device.type == "cpu" and not (quantize or cpu_bf16)
+        self.batch_size = batch_size or (64 if self.device.type == "cpu" and not cpu_float32 else 256)
+        self.tokens_per_batch = CPU_TOKENS_PER_BATCH if batch_size is None and cpu_float32 else None
         self.text_column = text_column
         self.pooling = pooling
         self.dim = self.model.config.hidden_size
@@ -84,16 +105,32 @@ class TextEmbedder:
     def embed_tokens(self, input_ids: list) -> tuple[np.ndarray, np.ndarray]:
         """`embed_with_lengths` for texts tokenised already (`token_ids`): rows of token ids.
 
-        The rows run in batches of `batch_size` sorted by token count, so a batch is padded by a
-        few percent of its tokens (sorted by characters, as sentence-transformers does, by 25-40%).
+        The rows run in batches sorted by token count (`forward_batches`), so a batch is padded by a few
+        percent of its tokens (sorted by characters, as sentence-transformers does, by 25-40%).
         """
-        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+        counts = np.array([len(ids) for ids in input_ids], dtype=np.int64)
+        order = np.argsort(counts, kind="stable")
         vectors = np.empty((len(input_ids), self.dim), dtype=np.float32)
         lengths = np.empty(len(input_ids), dtype=np.int64)
-        for start in range(0, len(input_ids), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in self.forward_batches(counts[order]):
+            idx = order[idx]
             vectors[idx], lengths[idx] = self._forward(self._pad([input_ids[i] for i in idx]))
         return vectors, lengths
+
+    def forward_batches(self, sorted_counts: np.ndarray) -> list[slice]:
+        """Slices of the ascending token counts (n,) that make the forward passes: `batch_size` rows
+        each, or with `tokens_per_batch`, as many (at most `batch_size`) as keep the padded tokens
+        (rows x the longest, the last) within it, at least one."""
+        cuts, start = [], 0
+        while start < len(sorted_counts):
+            stop = min(start + self.batch_size, len(sorted_counts))
+            if self.tokens_per_batch:
+                # Counts ascend, so rows start..j padded to row j cost (j - start + 1) * counts[j] tokens.
+                fits = (np.arange(1, stop - start + 1) * sorted_counts[start:stop]) <= self.tokens_per_batch
+                stop = start + max(1, int(np.argmin(fits)) if not fits.all() else len(fits))
+            cuts.append(slice(start, stop))
+            start = stop
+        return cuts
 
     def _pad(self, rows: list) -> "transformers.BatchEncoding":
         """input_ids and attention_mask (b, longest) of token id rows, padded on the tokenizer's side."""
@@ -148,8 +185,17 @@ class TextEmbedder:
         return batch
 
 
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with every Linear layer dynamically quantised: int8 weights with one scale per output
+    channel (one per tensor loses twice the cosine to the float vectors), activations quantised
+    per batch; the rest (embeddings, LayerNorm, softmax) stays float32."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+
+
 def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dtype: str = "auto",
-                   trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
+                   trust_remote_code: bool = False, allow_pickle: bool = False, quantize: str | None = None) -> None:
     """ICCError for a `TextEmbedder` load setting of the wrong type or value (the model is not loaded)."""
     check_model(model)
     check_positive_int(max_length, "max_length")
@@ -158,6 +204,10 @@ def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dty
     check_dtype(dtype)
     check_bool(trust_remote_code, "trust_remote_code")
     check_bool(allow_pickle, "allow_pickle")
+    if quantize not in QUANTIZE:
+        raise ICCError(f"unknown embedder.quantize {quantize!r} (choose from null, int8)")
+    if quantize and dtype not in ("auto", "float32"):
+        raise ICCError(f"embedder.quantize={quantize} computes in int8: set embedder.dtype=auto, not {dtype}")
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
