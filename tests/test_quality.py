@@ -8,6 +8,7 @@ import pytest
 from conftest import TEXT, run_icc
 
 from icc.cluster import make_clusterer
+from icc.errors import ICCError
 from icc.metrics import cluster_accuracy
 
 
@@ -46,3 +47,9 @@ def test_best_separates_topics_that_kmeans_mixes_and_labels_only_score(ray_addre
     np.testing.assert_array_equal(shuffled, clusters)
     assert shuffled_metrics["adapt"] == metrics["adapt"]
     assert shuffled_metrics["acc"] < metrics["acc"] - 0.3
+
+
+@pytest.mark.parametrize("setting", [{"mix": 1.0}, {"confident": 0.0}, {"rounds": -1}, {"neighbors": 0}, {"C": 0}])
+def test_a_setting_out_of_range_is_one_error(setting):
+    with pytest.raises(ICCError):
+        make_clusterer("adapted", k=4, **setting)
