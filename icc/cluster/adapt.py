@@ -1,6 +1,6 @@
 """Corpus-adapted k-means (`quality=best`): the vectors are adapted to the corpus, without labels, around k-means.
 
-Two steps, each measured to help on every labelled text set (`benchmarks/quality_mode.py`):
+Two steps, measured with each alone on every labelled text set (`benchmarks/results/quality_mode.md`):
 
 1. Neighbourhood smoothing: each unit vector is mixed with the mean of its `neighbors` nearest
    vectors (in the corpus itself) by `mix`, and renormalised, `rounds` times. This is a few
