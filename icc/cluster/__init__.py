@@ -1,5 +1,6 @@
 """Clustering algorithms as scikit-learn estimators (`fit`, `predict`, `fit_predict`, `get_params`)."""
 
+from icc.cluster.adapt import AdaptedKMeans
 from icc.cluster.base import Clusterer, KClusterer
 from icc.cluster.fuzzy import FuzzyCMeans
 from icc.cluster.kmeans import KMeans
@@ -13,6 +14,7 @@ CLUSTERERS = {
     "agglomerative": Agglomerative,
     "hdbscan": HDBSCAN,
     "fuzzy_cmeans": FuzzyCMeans,
+    "adapted": AdaptedKMeans,
 }
 
 # Config keys (icc/conf/clusterer/*.yaml, bench presets) -> the estimators' parameter names.
@@ -40,4 +42,5 @@ def make_clusterer(name: str, **params) -> Clusterer:
 
 
 __all__ = ["CLUSTERERS", "Clusterer", "KClusterer", "make_clusterer", "takes_k", "KMeans", "Spectral",
-           "Agglomerative", "HDBSCAN", "FuzzyCMeans"]
+           "Agglomerative", "HDBSCAN", "FuzzyCMeans",
+           "AdaptedKMeans"]

@@ -50,6 +50,8 @@ def run_metrics(shards: Shards, embedded_now: int, fitted: Fitted, assigned: Ass
         metrics["outliers_reduced"] = clusterer.outliers_reduced_
     if getattr(clusterer, "k_scores_", None):
         metrics["k_silhouette"] = clusterer.k_scores_
+    if getattr(clusterer, "adapt_", None):  # quality=best: what the adaptation did (icc.cluster.adapt)
+        metrics["adapt"] = clusterer.adapt_
     if getattr(clusterer, "graph_", None):
         metrics["attention_graph"] = clusterer.graph_
     return metrics
