@@ -24,11 +24,11 @@ CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 def run(cfg: DictConfig) -> None:
     # Every setting is checked before Ray starts and anything is written.
     out = Path(cfg.output.dir)
+    columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
-                           pool=to_kwargs(cfg.llm.pool))
+                           pool=to_kwargs(cfg.llm.pool), embedder=embedder)
     attention = cfg.clusterer.name == "attention"  # clusters the corpus from an LLM's attention, not in fit_shards
     clusterer = (make_attention_clusterer if attention else make_clusterer)(**to_kwargs(cfg.clusterer))
-    columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
     if cfg.report.enabled:
         check_report(cfg.report.max_points, cfg.report.projection)
@@ -51,9 +51,9 @@ def run(cfg: DictConfig) -> None:
             member_texts = rundir.texts_at_rows(out, assigned.central)
             central_texts = [texts[:CENTRAL_TEXTS] for texts in member_texts]
         with timer("label"):
-            names = labeler.names(member_texts) if labeler else None
-            rundir.write_clusters(out, rundir.clusters_table(fitted.clusterer.cluster_centers_, assigned.sizes,
-                                                             central_texts, names))
+            centers = fitted.clusterer.cluster_centers_
+            labels = labeler.label(member_texts, centers) if labeler else None
+            rundir.write_clusters(out, rundir.clusters_table(centers, assigned.sizes, central_texts, labels))
         with timer("metrics"):
             scores = quality(assigned, shards.has_labels)
 
@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> None:
         if cfg.report.enabled:
             write_report(rundir.load_run(out, finished=False), out / rundir.REPORT, **to_kwargs(cfg.report, "enabled"))
         rundir.mark_complete(out)  # last: a reader knows a complete run by it
-    print_summary(out, metrics, assigned.sizes, central_texts, names)
+    print_summary(out, metrics, assigned.sizes, central_texts, labels.names if labels else None)
 
 
 main = hydra_main("cluster", run)

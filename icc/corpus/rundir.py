@@ -5,7 +5,7 @@ tables and reads it back (for search and the report).
     embeddings.parquet/   the embedded rows: id, vector                                    (Parquet shards)
     embed.json            the embed stage's manifest (`icc.corpus.shards.Shards`), complete when written last
     assignments.parquet/  every input row: id, cluster, distance[, membership], reason      (Parquet shards)
-    clusters.parquet      one row per cluster: cluster, size, centroid, central_texts, name
+    clusters.parquet      one row per cluster: cluster, size, centroid, central_texts, name, representation, name_source
     metrics.json          what the run measured; run.json: its config and package versions
     report.html           the map of the clusters; search_report.html: the map of a search
     _SUCCESS              written last: the run is complete (a re-run removes it first)
@@ -29,16 +29,20 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from icc.data.parquet import read_output, take_texts, vector_array, vector_matrix
+from icc.data.parquet import parquet_files, read_output, take_texts, vector_array, vector_matrix
 from icc.errors import ICCError
 from icc.files import read_json, write_atomic, write_json
 from icc.pipeline import METRICS, RUN_RECORD
+
+if TYPE_CHECKING:  # the labeler module loads torch; a run directory is read without it
+    from icc.corpus.labeler import ClusterNames
 
 TEXTS = "texts.parquet"
 EMBEDDINGS = "embeddings.parquet"
@@ -243,15 +247,19 @@ def central_members(labels: np.ndarray, distances: np.ndarray, k: int, top: int 
 
 
 def clusters_table(centers: np.ndarray, sizes: np.ndarray, central_texts: list[list[str]],
-                   names: list[str | None] | None = None) -> pa.Table:
-    """One row per cluster: cluster id, size, centroid (dim floats), texts nearest the centroid and
-    name (null without a labeler)."""
+                   labels: "ClusterNames | None" = None) -> pa.Table:
+    """One row per cluster: cluster id, size, centroid (dim floats), texts nearest the centroid, and
+    from the labeler's `labels` (nulls without one): name, representation (its keywords, best
+    first) and name_source ("keywords" or "llm": an LLM name that fell back shows "keywords")."""
+    k = len(centers)
     return pa.table({
-        "cluster": np.arange(len(centers), dtype=np.int64),
+        "cluster": np.arange(k, dtype=np.int64),
         "size": sizes.astype(np.int64),
         "centroid": vector_array(np.asarray(centers, dtype=np.float32)),
         "central_texts": pa.array(central_texts, pa.list_(pa.string())),
-        "name": pa.array(names or [None] * len(centers), pa.string()),
+        "name": pa.array(labels.names if labels else [None] * k, pa.string()),
+        "representation": pa.array(labels.representation if labels else [None] * k, pa.list_(pa.string())),
+        "name_source": pa.array(labels.source if labels else [None] * k, pa.string()),
     })
 
 
