@@ -282,7 +282,9 @@ class ClusterRun:
 
     ids, rows (positions in the input and in texts.parquet), cluster (-1: noise): (n,) per
     embedded row, in input order; vectors: (n, dim) float32 unit vectors; centroids: (k, dim);
-    sizes: (k,); names: k cluster names (None where the run had no labeler); embedder: the
+    sizes: (k,); names: k cluster names (None where the run had no labeler); central_texts: per
+    cluster, its texts nearest the centroid, nearest first; representation: per cluster, its
+    keywords, best first (None: the run had no labeler or predates them); embedder: the
     `embedder` entry of run.json, what loads the run's encoder (`TextEmbedder` keyword arguments:
     model, max_length, pooling, ...); config: the run's resolved config.
     """
@@ -295,6 +297,8 @@ class ClusterRun:
     centroids: np.ndarray
     sizes: np.ndarray
     names: list[str | None]
+    central_texts: list[list[str]]
+    representation: list[list[str] | None]
     embedder: dict
     config: dict
     metrics: dict
@@ -302,6 +306,13 @@ class ClusterRun:
     def texts(self, positions: np.ndarray) -> list[str]:
         """Texts of the embedded rows at `positions` (indices into ids/vectors), in that order."""
         return take_texts(self.dir / TEXTS, self.rows[np.asarray(positions, dtype=np.int64)])
+
+    def labels(self) -> np.ndarray | None:
+        """(n,) the label of each embedded row (None where it has none); None for a corpus without labels."""
+        files = parquet_files(self.dir / TEXTS)
+        if "label" not in pq.read_schema(files[0]).names:
+            return None
+        return read_output(self.dir / TEXTS, ["label"])["label"].to_numpy(zero_copy_only=False)[self.rows]
 
     def positions(self, rows) -> np.ndarray:
         """Positions (indices into ids/vectors) of the embedded rows with these input row numbers."""
@@ -345,6 +356,9 @@ def load_run(run_dir, finished: bool = True) -> ClusterRun:
         centroids=vector_matrix(clusters["centroid"]),
         sizes=clusters["size"].to_numpy(),
         names=names,
+        central_texts=clusters["central_texts"].to_pylist(),
+        representation=(clusters["representation"].to_pylist() if "representation" in clusters.column_names
+                        else [None] * k),
         embedder=run["embedder"],
         config=run.get("config", {}),
         metrics=metrics,
