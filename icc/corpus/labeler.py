@@ -44,11 +44,12 @@ class KeywordLabeler:
     """Keywords that set each cluster apart, as BERTopic finds them, then re-ranked as KeyBERT does.
 
     1. c-TF-IDF (BERTopic's class-based TF-IDF) over the words and phrases scikit-learn's
-       CountVectorizer counts in the member texts (`ngram_range`, `stop_words`, in at least `min_df`
-       texts): a term's weight in cluster c is tf * idf, tf its share of c's terms (its square root
-       with `reduce_frequent_words`), idf log(1 + A / f) or, with `bm25_weighting`,
-       log(1 + (A - f + 0.5) / (f + 0.5)); A the mean number of terms per cluster, f the term's count
-       over all clusters. A word that every cluster uses a lot ("said" in news) weighs little.
+       CountVectorizer counts in the member texts' first `max_chars` characters (`ngram_range`,
+       `stop_words`, in at least `min_df` texts): a term's weight in cluster c is tf * idf, tf its
+       share of c's terms (its square root with `reduce_frequent_words`), idf log(1 + A / f) or,
+       with `bm25_weighting`, log(1 + (A - f + 0.5) / (f + 0.5)); A the mean number of terms per
+       cluster, f the term's count over all clusters. A word that every cluster uses a lot ("said"
+       in news) weighs little.
     2. With `embedder` (TextEmbedder keyword arguments: the run's encoder) the `candidates`
        heaviest terms are embedded and ordered by maximal marginal relevance: cosine similarity to
        the cluster's centroid, less `diversity` times the similarity to a term already chosen.
@@ -58,13 +59,14 @@ class KeywordLabeler:
     def __init__(self, top_words: int = 3, representation_words: int = 10, texts_per_cluster: int = 500,
                  stop_words="english", ngram_range=(1, 2), min_df: int = 2, reduce_frequent_words: bool = True,
                  bm25_weighting: bool = True, rerank: bool = True, candidates: int = 30, diversity: float = 0.3,
-                 embedder: dict | None = None):
+                 max_chars: int = 10_000, embedder: dict | None = None):
         if not 0 <= diversity <= 1:
             raise ICCError(f"labeler.diversity must be between 0 and 1, got {diversity}")
         self.top_words, self.representation_words = top_words, max(top_words, representation_words)
         self.texts_per_cluster, self.stop_words, self.ngram_range = texts_per_cluster, stop_words, tuple(ngram_range)
         self.min_df, self.reduce_frequent_words, self.bm25_weighting = min_df, reduce_frequent_words, bm25_weighting
         self.candidates, self.diversity = max(candidates, self.representation_words), diversity
+        self.max_chars = max_chars
         self.embedder = embedder if rerank else None
         self._encoder = None
 
@@ -74,7 +76,7 @@ class KeywordLabeler:
         from sklearn.feature_extraction.text import CountVectorizer
         from sklearn.preprocessing import normalize
 
-        texts = [t for member in cluster_texts for t in member]
+        texts = [t[: self.max_chars] for member in cluster_texts for t in member]
         owner = np.repeat(np.arange(len(cluster_texts)), [len(member) for member in cluster_texts])
         vectorizer = CountVectorizer(stop_words=self.stop_words, ngram_range=self.ngram_range,
                                      min_df=min(self.min_df, max(len(texts), 1)))
