@@ -25,9 +25,9 @@ HOVER_CHARS = 200  # of a text on hover: 20,000 points stay a few MB
 MAP_NAME_CHARS = 32  # of a cluster name written on the map
 EXAMPLE_TEXTS, EXAMPLE_CHARS = 3, 240  # central texts per cluster in the clusters table
 LABEL_COLUMNS = 20  # the most frequent labels in the cluster-by-label table; the rest sum to "other"
-# The metrics shown (when the run has them), in this order; metrics.json has them all.
+# The metrics shown (when the run has them), in this order, then seconds and the embedding rate; metrics.json has all.
 METRICS_SHOWN = ("rows", "embedded", "rejected", "k", "noise", "acc", "ari", "nmi", "silhouette",
-                 "calinski_harabasz", "inertia", "fit", "nodes", "texts_per_s")
+                 "calinski_harabasz", "inertia", "fit", "nodes")
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -128,7 +128,8 @@ def write_report(run: ClusterRun, path, max_points: int = 20000, projection: str
     )
     title = f"icc: {'search' if searched else 'clusters'} in {run.dir.name}"
     summary = f"Query: <b>{html.escape(query)}</b>" if searched else f"Run: {html.escape(str(run.dir))}"
-    sections = [_table("Results", ["rank", "score", "cluster", "name", "text"], [[h[key] for key in ("rank", "score", "cluster", "name", "text")] for h in hits])] if searched else []
+    columns = ["rank", "score", "cluster", "name", "text"]  # of the results table
+    sections = [_table("Results", columns, [[h[key] for key in columns] for h in hits])] if searched else []
     order = np.argsort(-run.sizes, kind="stable")
     sections.append(_table("Clusters", ["cluster", "size", "name", "keywords", "texts nearest the centre"], [
         [c, run.sizes[c], run.names[c], ", ".join(run.representation[c] or []),
@@ -164,7 +165,7 @@ def _short(text: str, chars: int) -> str:
 def shown_metrics(metrics: dict) -> list[list]:
     """(name, value) rows of the `METRICS_SHOWN` the run has, plus its total seconds; throughput only
     when this run embedded rows (a resumed run that embedded none has no rate to show)."""
-    rows = [[key, metrics[key]] for key in METRICS_SHOWN if key in metrics and key != "texts_per_s"]
+    rows = [[key, metrics[key]] for key in METRICS_SHOWN if key in metrics]
     if "seconds" in metrics:
         rows.append(["seconds", sum(metrics["seconds"].values())])
     if metrics.get("rows_embedded_this_run"):
