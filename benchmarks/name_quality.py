@@ -2,13 +2,14 @@
 
 On labelled sets whose label names are words (BBC, AG News, 20 Newsgroups with "rec.sport.hockey"
 spelled out as "recreation sport hockey"), a random sample of each set (2 shared CPUs: the full
-sets take too long) is embedded with all-MiniLM-L6-v2 (first 128 tokens, cached on disk) and clustered by k-means with k = number of labels. A cluster's name is a hit when its
-MiniLM embedding is nearer (cosine) to the cluster's majority label name than to any other label
-name. The share of hits for the keyword names of the old labeler (c-TF-IDF, unigrams), the new
-c-TF-IDF (BM25 idf, reduced frequent words, 1-2 grams), the new c-TF-IDF re-ranked against the
-centroid (MMR) and SmolLM2-135M names (prompted with the re-ranked keywords, keyword fall-back).
+sets take too long) is embedded with all-MiniLM-L6-v2 (first 128 tokens, cached on disk) and
+clustered by k-means with k = number of labels. A cluster's name is a hit when its MiniLM
+embedding is nearer (cosine) to the cluster's majority label name than to any other label name.
+The share of hits for the keyword names of the old labeler (c-TF-IDF, unigrams), the new c-TF-IDF
+(BM25 idf, reduced frequent words, 1-2 grams), the new c-TF-IDF re-ranked against the centroid
+(MMR) and SmolLM2-135M names (prompted with the re-ranked keywords, keyword fall-back).
 The labelers run in this process (`KeywordLabeler`, `ClusterNamer`: the code the pipeline runs on
-its actors). Writes Markdown + JSON to benchmarks/results/.
+its actors). Writes Markdown + JSON to benchmarks/results/ (a run of some `--sets` updates theirs).
 
     python benchmarks/name_quality.py --sample 800
 """
@@ -19,8 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
-import pyarrow.csv
 from sklearn.cluster import KMeans
 
 from icc.corpus.labeler import ClusterNamer, KeywordLabeler, combine
@@ -62,7 +63,7 @@ def hits(names: list[str | None], majority: list[int], label_vectors: np.ndarray
 
 
 def measure(name: str, sample: int, encoder: TextEmbedder, namer: ClusterNamer, cache: Path) -> dict:
-    table = pyarrow.csv.read_csv(DATA / SETS[name]).to_pandas().dropna()
+    table = pd.read_csv(DATA / SETS[name]).dropna()  # 20 Newsgroups' texts hold newlines
     if len(table) > sample:
         table = table.sample(sample, random_state=0)
     texts, labels = table["text"].astype(str).tolist(), table["label"].astype(str).to_numpy()
@@ -129,10 +130,11 @@ def main():
     args = parser.parse_args()
     encoder = TextEmbedder(**MINILM)
     namer = ClusterNamer(SMOLLM2)
-    results = {}
+    json_path = args.out.with_suffix(".json")
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}  # other sets' results stay
     for name in args.sets:  # written after each set: a cut-off run keeps what it measured
         results[name] = measure(name, args.sample, encoder, namer, args.cache)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        json_path.write_text(json.dumps(results, indent=1))
         args.out.with_suffix(".md").write_text(markdown(results, args.sample))
     print(markdown(results, args.sample))
 
