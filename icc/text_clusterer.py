@@ -12,6 +12,7 @@ names with an `icc.corpus.labeler` labeler, and describes the clusters as `icc c
 (`icc.corpus.describe`, `icc.corpus.hierarchy`, `icc.corpus.merge`).
 """
 
+import dataclasses
 import numbers
 
 import numpy as np
@@ -36,7 +37,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
     clusterer: a name of `icc.cluster.CLUSTERERS` ("kmeans", "spectral", "agglomerative", "hdbscan",
         "fuzzy_cmeans"), built with its defaults, n_clusters and random_state; or an `icc.cluster`
         estimator (then n_clusters must be None: it has its own), cloned at each fit.
-    labeler: "keywords" (c-TF-IDF), "none" / None, or a labeler object with `names(cluster_texts)`
+    labeler: "keywords" (c-TF-IDF), "none" / None, or a labeler object with `label(cluster_texts, centroids)`
         and `texts_per_cluster` (e.g. `icc.corpus.labeler.LLMLabeler`, which needs Ray started).
     random_state: the clusterer's seed.
 
@@ -87,16 +88,17 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             params["k"] = self.n_clusters  # refused by make_clusterer, in its words
         return make_clusterer(self.clusterer, **params)
 
-    def _make_labeler(self):
+    def _make_labeler(self, embedder: dict):
+        """The labeler; a named one re-ranks its keywords with the same encoder (`embedder` kwargs)."""
         from icc.corpus.labeler import make_labeler
 
         if self.labeler is None or isinstance(self.labeler, str):
             if self.labeler not in (None, *LABELER_NAMES):
                 raise ICCError(f"labeler must be one of {', '.join(LABELER_NAMES)}, None or a labeler object "
                                f"(e.g. icc.corpus.labeler.LLMLabeler), got {self.labeler!r}")
-            return make_labeler(self.labeler or "none")
-        if not (hasattr(self.labeler, "names") and hasattr(self.labeler, "texts_per_cluster")):
-            raise ICCError(f"labeler {self.labeler!r} has no names(cluster_texts) and texts_per_cluster")
+            return make_labeler(self.labeler or "none", embedder=embedder)
+        if not (hasattr(self.labeler, "label") and hasattr(self.labeler, "texts_per_cluster")):
+            raise ICCError(f"labeler {self.labeler!r} has no label(cluster_texts, centroids) and texts_per_cluster")
         return self.labeler
 
     def fit(self, texts, y=None):
@@ -105,7 +107,8 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         from icc.models.embedder import TextEmbedder
 
         texts = check_texts(texts)
-        embedder_kwargs, clusterer, labeler = self._embedder_kwargs(), self._make_clusterer(), self._make_labeler()
+        embedder_kwargs, clusterer = self._embedder_kwargs(), self._make_clusterer()
+        labeler = self._make_labeler(embedder_kwargs)
         if getattr(clusterer, "n_clusters", "auto") != "auto":
             check_k(clusterer.n_clusters, len(texts))  # before the model loads
         self.embedder_ = TextEmbedder(**embedder_kwargs)
@@ -126,8 +129,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         self.sizes_ = np.bincount(self.labels_[self.labels_ >= 0], minlength=len(centers))
         self.distances_ = member_distances(self.vectors_, self.labels_, centers)
         members = nearest_members(self.labels_, self.distances_, len(centers), self.labeler_)
-        self.described_ = describe([[self.texts_[i] for i in idx] for idx in members], self.labeler_,
-                                   representation=True)
+        self.described_ = describe([[self.texts_[i] for i in idx] for idx in members], self.labeler_, centers)
         self.names_ = self.described_.names or [None] * len(centers)
         self.hierarchy_ = hierarchy_table(centers, self.sizes_)
 
@@ -243,8 +245,9 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             (out / rundir.ASSIGNMENTS).mkdir()
             table = rundir.assignments_table(np.arange(n), reject.astype(str), self.labels_, self.distances_)
             pq.write_table(table, out / rundir.ASSIGNMENTS / rundir.part_name(0))
+            labels = self.described_.labels and dataclasses.replace(self.described_.labels, names=self.names_)
             rundir.write_clusters(out, rundir.clusters_table(self.cluster_centers_, self.sizes_,
-                                                             self.described_.central_texts, self.names_))
+                                                             self.described_.central_texts, labels))
             write_hierarchy(out, self.hierarchy_)
             metrics = {"rows": n, "embedded": n, "rejected": 0, "k": len(self.sizes_),
                        "noise": int((self.labels_ < 0).sum()), **internal_metrics(self.vectors_, self.labels_)}
@@ -286,7 +289,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             clusterer = params["clusterer"]
             params["clusterer"] = make_clusterer(clusterer.pop("name"), **clusterer)
         model = cls(**params)
-        model.labeler_, model.embedder_ = model._make_labeler(), TextEmbedder(**run.embedder)
+        model.labeler_, model.embedder_ = model._make_labeler(run.embedder), TextEmbedder(**run.embedder)
         model.texts_, model.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
         model.truncated_ = np.zeros(len(run.rows), bool)
         model.clusterer_ = model._make_clusterer()

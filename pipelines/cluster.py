@@ -24,11 +24,11 @@ from icc.ray_runtime import start_ray
 def run(cfg: DictConfig) -> None:
     # Every setting is checked before Ray starts and anything is written.
     out = Path(cfg.output.dir)
+    columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
-                           pool=to_kwargs(cfg.llm.pool))
+                           pool=to_kwargs(cfg.llm.pool), embedder=embedder)
     attention = cfg.clusterer.name == "attention"  # clusters the corpus from an LLM's attention, not in fit_shards
     clusterer = (make_attention_clusterer if attention else make_clusterer)(**to_kwargs(cfg.clusterer))
-    columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
     if cfg.report.enabled:
         check_report(cfg.report.max_points, cfg.report.projection)
@@ -50,10 +50,10 @@ def run(cfg: DictConfig) -> None:
         with timer("write"):
             member_texts = rundir.texts_at_rows(out, assigned.central)
         with timer("label"):
-            described = describe(member_texts, labeler)
             centers = fitted.clusterer.cluster_centers_
+            described = describe(member_texts, labeler, centers)
             rundir.write_clusters(out, rundir.clusters_table(centers, assigned.sizes, described.central_texts,
-                                                             described.names))
+                                                             described.labels))
             write_hierarchy(out, hierarchy_table(centers, assigned.sizes))
         with timer("metrics"):
             scores = quality(assigned, shards.has_labels)

@@ -53,6 +53,8 @@ def test_cluster_writes_every_output(cstr_run):
     clusters = pq.read_table(out / "clusters.parquet").to_pylist()
     assert [c["size"] for c in clusters] == np.bincount(assignments["cluster"].to_numpy()).tolist()
     assert all(len(c["central_texts"]) == 5 and len(c["centroid"]) == 384 for c in clusters)
+    # the default labeler: keywords re-ranked by MiniLM, the name their first three
+    assert all(c["name_source"] == "keywords" and c["name"] == ", ".join(c["representation"][:3]) for c in clusters)
     run = json.loads((out / "run.json").read_text())
     assert run["embedder"]["model"] == "all-MiniLM-L6-v2" and run["versions"]["ray"]
 

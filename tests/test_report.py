@@ -1,15 +1,17 @@
 """report.html of `icc cluster` and search_report.html of `icc search ... report=true` in a real headless
-Chromium (loads without console errors, the map is drawn), and the cluster labelers."""
+Chromium (loads without console errors, the map is drawn), and what the page shows."""
 
+import importlib.util
+import re
 import shutil
 import subprocess
+from html import escape
 
 import numpy as np
 import pytest
 from conftest import run_icc
 
-from icc.corpus.labeler import KeywordLabeler, clean_name, make_labeler
-from icc.corpus.report import fit_projection, sample_positions
+from icc.corpus.report import check_projection, fit_projection, sample_positions, shown_metrics
 from icc.corpus.rundir import load_run
 from icc.errors import ICCError
 
@@ -27,8 +29,9 @@ def chromium(page, tmp_path, *action) -> subprocess.CompletedProcess:
     )
 
 
-def check_page(page, tmp_path, legend: list[str]) -> None:
-    """The page loads without a console message, its legend lists `legend`, and the map is drawn."""
+def check_page(page, tmp_path, legend: list[str]) -> str:
+    """The page loads without a console message, its legend lists `legend`, and the map is drawn;
+    returns the DOM that Chromium built."""
     from PIL import Image
 
     assert 'src="http' not in page.read_text(encoding="utf-8")  # self-contained: nothing fetched
@@ -48,6 +51,7 @@ def check_page(page, tmp_path, legend: list[str]) -> None:
     saturated = (pixels.max(axis=2) - pixels.min(axis=2)) > 60
     colours = {tuple(p) for p in pixels[saturated][::7].tolist()}
     assert saturated.sum() > 1500 and len(colours) > 20, (saturated.sum(), len(colours))
+    return dom.stdout
 
 
 def test_cluster_names_from_the_corpus_are_escaped_in_the_report(banking_run, tmp_path):
@@ -70,11 +74,51 @@ def test_cluster_names_from_the_corpus_are_escaped_in_the_report(banking_run, tm
 
 @needs_chromium
 def test_cluster_report_in_headless_chromium(banking_run, tmp_path):
+    """The page of a labeler=llm run: names on the map as well as in the legend, each cluster's keywords
+    and central texts, the cluster-by-label table and a short metrics table (before: only names and
+    sizes in a table, every metrics.json key)."""
     run = load_run(banking_run)
     page = banking_run / "report.html"
     html = page.read_text(encoding="utf-8")
-    assert "acc" in html and "silhouette" in html  # the metrics table
-    check_page(page, tmp_path, [f"{run.cluster_label(c)} ({run.sizes[c]:,})" for c in range(len(run.sizes))])
+    assert "<h2>Metrics</h2>" in html and ">silhouette<" in html and ">acc<" in html
+    assert "driver_peak_rss_mib" not in html and "reject_reasons" not in html  # curated, not every key
+    assert "<h2>Clusters by label</h2>" in html and ">card_arrival<" in html  # banking77's labels
+    for c in range(len(run.sizes)):
+        assert html.count(escape(" ".join(run.central_texts[c][0].split())[:40])) >= 1
+        assert escape(", ".join(run.representation[c])) in html
+    dom = check_page(page, tmp_path, [f"{run.cluster_label(c)} ({run.sizes[c]:,})" for c in range(len(run.sizes))])
+    on_map = re.findall(r'class="annotation-text"[^>]*>([^<]*)<', dom)
+    assert sorted(int(text.split()[0]) for text in on_map) == list(range(len(run.sizes)))  # "<c> <name>" each
+
+
+def test_llm_names_of_the_run_are_short_whole_names_or_keywords(banking_run):
+    """labeler=llm on the banking sample: every cluster is named, by the LLM in 2-5 words or, where
+    its answer was empty or too long, by its keywords, as name_source records."""
+    import pyarrow.parquet as pq
+
+    clusters = pq.read_table(banking_run / "clusters.parquet").to_pylist()
+    for cluster in clusters:
+        assert cluster["representation"] and cluster["name"]
+        if cluster["name_source"] == "llm":
+            assert 1 <= len(cluster["name"].split()) <= 5 and "\n" not in cluster["name"]
+        else:
+            assert cluster["name_source"] == "keywords"
+            assert cluster["name"] == ", ".join(cluster["representation"][:3])
+
+
+def test_metrics_table_of_a_resumed_run_has_no_zero_rate():
+    metrics = {"rows": 10, "embedded": 10, "k": 2, "acc": 0.9, "driver_peak_rss_mib": 900.0,
+               "seconds": {"embed": 1.0, "cluster": 2.0}, "rows_embedded_this_run": 0, "texts_per_s": 0.0}
+    assert shown_metrics(metrics) == [["rows", 10], ["embedded", 10], ["k", 2], ["acc", 0.9], ["seconds", 3.0]]
+    assert shown_metrics({**metrics, "rows_embedded_this_run": 10, "texts_per_s": 5.0})[-1] == ["texts_per_s (embed)", 5.0]
+
+
+def test_auto_projection_is_umap_where_installed():
+    has_umap = importlib.util.find_spec("umap") is not None
+    assert check_projection("auto") == ("umap" if has_umap else "pca")
+    if not has_umap:
+        with pytest.raises(ICCError, match="icc\\[umap\\]"):
+            check_projection("umap")
 
 
 @needs_chromium
@@ -99,26 +143,3 @@ def test_sample_keeps_the_results_and_the_bound():
 def test_unknown_projection_is_a_user_error():
     with pytest.raises(ICCError, match="unknown report projection"):
         fit_projection(np.zeros((3, 4), np.float32), "tsne")
-
-
-def test_keywords_set_the_clusters_apart():
-    clusters = [
-        ["My card payment was declined", "Why was my card declined at the shop?", "card declined again"],
-        ["How long does a bank transfer take?", "My transfer has not arrived", "transfer still pending"],
-        [],
-    ]
-    keywords = KeywordLabeler(top_words=2).keywords(clusters)
-    assert keywords[0][0] in {"card", "declined"} and keywords[1][0] == "transfer" and keywords[2] == []
-    assert KeywordLabeler().names(clusters)[2] is None
-    assert KeywordLabeler().names([["the and of"], ["a an"]]) == [None, None]  # only stop words
-
-
-def test_clean_name_and_make_labeler():
-    assert clean_name('\n Name: "Lost phones".\nMore text') == "Lost phones"
-    assert clean_name(' "My Card Has Not Arrived Yet"') == "My Card Has Not Arrived Yet"
-    assert clean_name("   ") is None
-    assert make_labeler("none") is None
-    with pytest.raises(ICCError, match="unknown labeler"):
-        make_labeler("topics")
-    with pytest.raises(ICCError, match="bad parameters"):
-        make_labeler("keywords", words=3)

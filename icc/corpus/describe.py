@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icc.corpus.labeler import KeywordLabeler
+from icc.corpus.labeler import ClusterNames
 from icc.corpus.rundir import central_members
 
 CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
@@ -17,13 +17,19 @@ CENTRAL_TEXTS = 5  # per cluster in clusters.parquet
 
 @dataclass
 class Described:
-    """Per cluster 0..k-1: central_texts (nearest the centroid first), names (None: no labeler, or
-    a cluster without a name) and representation (the keyword labeler's words, heaviest first;
-    None for other labelers)."""
+    """Per cluster 0..k-1: central_texts (nearest the centroid first) and what the labeler found
+    (`labels`: names, representation, name sources; None without a labeler)."""
 
     central_texts: list[list[str]]
-    names: list[str | None] | None
-    representation: list[list[str]] | None
+    labels: ClusterNames | None
+
+    @property
+    def names(self) -> list[str | None] | None:
+        return self.labels.names if self.labels else None
+
+    @property
+    def representation(self) -> list[list[str]] | None:
+        return self.labels.representation if self.labels else None
 
 
 def members_needed(labeler) -> int:
@@ -37,9 +43,8 @@ def nearest_members(labels: np.ndarray, distances: np.ndarray, k: int, labeler) 
     return central_members(labels, distances, k, members_needed(labeler))
 
 
-def describe(member_texts: list[list[str]], labeler, representation: bool = False) -> Described:
+def describe(member_texts: list[list[str]], labeler, centroids: np.ndarray) -> Described:
     """The central texts and names of the clusters whose member texts (nearest first) these are;
-    with `representation`, also the keyword labeler's words (a second c-TF-IDF pass)."""
-    names = labeler.names(member_texts) if labeler else None
-    words = labeler.keywords(member_texts) if representation and isinstance(labeler, KeywordLabeler) else None
-    return Described([texts[:CENTRAL_TEXTS] for texts in member_texts], names, words)
+    centroids: (k, dim) in the run's embedding space (the keyword labeler re-ranks by them)."""
+    labels = labeler.label(member_texts, centroids) if labeler else None
+    return Described([texts[:CENTRAL_TEXTS] for texts in member_texts], labels)

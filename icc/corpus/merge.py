@@ -88,15 +88,15 @@ def merge_run(run_dir, clusters) -> dict:
     if foreign:
         raise ICCError(f"{out} holds {', '.join(foreign)}, which icc did not write: refusing to rewrite them")
     labeler_config = run.config.get("labeler", {"name": "none"})
-    labeler = make_labeler(**labeler_config) if labeler_config["name"] == "keywords" else None
+    labeler = make_labeler(**labeler_config, embedder=run.embedder) if labeler_config["name"] == "keywords" else None
     with rundir.lock_dir(out, "run"):
         centroids = merged_centroids(run.centroids, run.sizes, mapping)
         labels = relabel(run.cluster, mapping)
         distances = member_distances(run.vectors, labels, centroids)
         staged = _stage_assignments(out, labels, distances)
         members = nearest_members(labels, distances, len(centroids), labeler)
-        described = describe(rundir.texts_at_rows(out, [run.rows[m] for m in members]), labeler)
-        names = described.names or _joined_names(run.names, mapping)
+        described = describe(rundir.texts_at_rows(out, [run.rows[m] for m in members]), labeler, centroids)
+        labels_found = described.labels or _joined_names(run.names, mapping)
         sizes = np.bincount(labels[labels >= 0], minlength=len(centroids))
         merges = [*run.metrics.get("merges", []), {"clusters": merged, "into": merged[0]}]  # in the ids before it
         metrics = {**run.metrics, "k": len(centroids), "merges": merges}
@@ -105,7 +105,7 @@ def merge_run(run_dir, clusters) -> dict:
         os.replace(out / rundir.ASSIGNMENTS, staged.with_name(staged.name + ".old"))
         os.replace(staged, out / rundir.ASSIGNMENTS)
         shutil.rmtree(staged.with_name(staged.name + ".old"))
-        _write_parquet(out / rundir.CLUSTERS, rundir.clusters_table(centroids, sizes, described.central_texts, names))
+        _write_parquet(out / rundir.CLUSTERS, rundir.clusters_table(centroids, sizes, described.central_texts, labels_found))
         _write_parquet(out / rundir.HIERARCHY, hierarchy_table(centroids, sizes))
         write_json(out / METRICS, metrics)
         report = run.config.get("report", {})
@@ -140,13 +140,17 @@ def _stage_assignments(out: Path, labels: np.ndarray, distances: np.ndarray) -> 
     return staged
 
 
-def _joined_names(names: list[str | None], mapping: np.ndarray) -> list[str | None]:
-    """Per new cluster, the names of the clusters merged into it joined by " / " (None if none had one)."""
+def _joined_names(names: list[str | None], mapping: np.ndarray):
+    """Per new cluster, the names of the clusters merged into it joined by " / " (None if none had
+    one), with name_source "merged" (a merge starts no LLM)."""
+    from icc.corpus.labeler import ClusterNames
+
     joined = [[] for _ in range(int(mapping.max()) + 1)]
     for name, new in zip(names, mapping):
         if name:
             joined[new].append(name)
-    return [" / ".join(parts) or None for parts in joined]
+    merged = [" / ".join(parts) or None for parts in joined]
+    return ClusterNames(merged, [None] * len(merged), ["merged" if name else None for name in merged])
 
 
 def _scores(out: Path, run: "rundir.ClusterRun", labels: np.ndarray) -> dict:

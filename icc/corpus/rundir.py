@@ -5,7 +5,7 @@ tables and reads it back (for search and the report).
     embeddings.parquet/   the embedded rows: id, vector                                    (Parquet shards)
     embed.json            the embed stage's manifest (`icc.corpus.shards.Shards`), complete when written last
     assignments.parquet/  every input row: id, cluster, distance[, membership], reason      (Parquet shards)
-    clusters.parquet      one row per cluster: cluster, size, centroid, central_texts, name
+    clusters.parquet      one row per cluster: cluster, size, centroid, central_texts, name, representation, name_source
     hierarchy.parquet     the clusters' merge tree (`icc.corpus.hierarchy`)
     metrics.json          what the run measured; run.json: its config and package versions
     report.html           the map of the clusters; search_report.html: the map of a search
@@ -30,16 +30,20 @@ import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from icc.data.parquet import read_output, take_texts, vector_array, vector_matrix
+from icc.data.parquet import parquet_files, read_output, take_texts, vector_array, vector_matrix
 from icc.errors import ICCError
 from icc.files import read_json, write_atomic, write_json
 from icc.pipeline import METRICS, RUN_RECORD
+
+if TYPE_CHECKING:  # the labeler module loads torch; a run directory is read without it
+    from icc.corpus.labeler import ClusterNames
 
 TEXTS = "texts.parquet"
 EMBEDDINGS = "embeddings.parquet"
@@ -245,15 +249,20 @@ def central_members(labels: np.ndarray, distances: np.ndarray, k: int, top: int 
 
 
 def clusters_table(centers: np.ndarray, sizes: np.ndarray, central_texts: list[list[str]],
-                   names: list[str | None] | None = None) -> pa.Table:
-    """One row per cluster: cluster id, size, centroid (dim floats), texts nearest the centroid and
-    name (null without a labeler)."""
+                   labels: "ClusterNames | None" = None) -> pa.Table:
+    """One row per cluster: cluster id, size, centroid (dim floats), texts nearest the centroid, and
+    from the labeler's `labels` (nulls without one): name, representation (its keywords, best
+    first) and name_source ("keywords" or "llm": an LLM name that fell back shows "keywords";
+    "merged": names joined by `icc merge`)."""
+    k = len(centers)
     return pa.table({
-        "cluster": np.arange(len(centers), dtype=np.int64),
+        "cluster": np.arange(k, dtype=np.int64),
         "size": sizes.astype(np.int64),
         "centroid": vector_array(np.asarray(centers, dtype=np.float32)),
         "central_texts": pa.array(central_texts, pa.list_(pa.string())),
-        "name": pa.array(names or [None] * len(centers), pa.string()),
+        "name": pa.array(labels.names if labels else [None] * k, pa.string()),
+        "representation": pa.array(labels.representation if labels else [None] * k, pa.list_(pa.string())),
+        "name_source": pa.array(labels.source if labels else [None] * k, pa.string()),
     })
 
 
@@ -276,7 +285,9 @@ class ClusterRun:
 
     ids, rows (positions in the input and in texts.parquet), cluster (-1: noise): (n,) per
     embedded row, in input order; vectors: (n, dim) float32 unit vectors; centroids: (k, dim);
-    sizes: (k,); names: k cluster names (None where the run had no labeler); embedder: the
+    sizes: (k,); names: k cluster names (None where the run had no labeler); central_texts: per
+    cluster, its texts nearest the centroid, nearest first; representation: per cluster, its
+    keywords, best first (None: the run had no labeler or predates them); embedder: the
     `embedder` entry of run.json, what loads the run's encoder (`TextEmbedder` keyword arguments:
     model, max_length, pooling, ...); config: the run's resolved config.
     """
@@ -289,6 +300,8 @@ class ClusterRun:
     centroids: np.ndarray
     sizes: np.ndarray
     names: list[str | None]
+    central_texts: list[list[str]]
+    representation: list[list[str] | None]
     embedder: dict
     config: dict
     metrics: dict
@@ -296,6 +309,13 @@ class ClusterRun:
     def texts(self, positions: np.ndarray) -> list[str]:
         """Texts of the embedded rows at `positions` (indices into ids/vectors), in that order."""
         return take_texts(self.dir / TEXTS, self.rows[np.asarray(positions, dtype=np.int64)])
+
+    def labels(self) -> np.ndarray | None:
+        """(n,) the label of each embedded row (None where it has none); None for a corpus without labels."""
+        files = parquet_files(self.dir / TEXTS)
+        if "label" not in pq.read_schema(files[0]).names:
+            return None
+        return read_output(self.dir / TEXTS, ["label"])["label"].to_numpy(zero_copy_only=False)[self.rows]
 
     def positions(self, rows) -> np.ndarray:
         """Positions (indices into ids/vectors) of the embedded rows with these input row numbers."""
@@ -339,6 +359,9 @@ def load_run(run_dir, finished: bool = True) -> ClusterRun:
         centroids=vector_matrix(clusters["centroid"]),
         sizes=clusters["size"].to_numpy(),
         names=names,
+        central_texts=clusters["central_texts"].to_pylist(),
+        representation=(clusters["representation"].to_pylist() if "representation" in clusters.column_names
+                        else [None] * k),
         embedder=run["embedder"],
         config=run.get("config", {}),
         metrics=metrics,

@@ -87,13 +87,15 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, logits_processor=None) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, logits_processor=None,
+             stop_strings=()) -> list[str]:
     """Greedy continuations of `prompts` (rendered, e.g. by `render_chat`), one batch, left-padded.
 
     Returns only the new text of each prompt, special tokens removed; each continuation stops at
     an end-of-sequence token or after `max_new_tokens` tokens. logits_processor: a transformers
     `LogitsProcessor` that reshapes the (B, vocab) scores of each step (e.g. one that constrains
-    the answers: `icc.incontext.constrained`), or None.
+    the answers: `icc.incontext.constrained`), or None. stop_strings: a continuation also stops
+    after one of these (e.g. "\\n"), which it keeps.
     """
     from transformers import LogitsProcessorList
 
@@ -101,6 +103,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, logits_p
     output = model.generate(
         **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
         logits_processor=LogitsProcessorList([] if logits_processor is None else [logits_processor]),
+        **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
     )
     return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
@@ -130,11 +133,13 @@ class PromptActor:
     A subclass says which rows it asks and what (`prompts(batch) -> {row index: user message}`)
     and where the answers go (`answered(batch, answers) -> batch`; answers: one str per row, None
     for rows not asked). Each answer is greedy, at most `max_new_tokens` tokens, and starts after
-    `answer_start`, which is written after the opened assistant turn. Other keyword arguments go
-    to `load_causal_lm` (dtype, device, adapter, num_threads, ...).
+    `answer_start`, which is written after the opened assistant turn, and stops early after one
+    of `stop_strings`. Other keyword arguments go to `load_causal_lm` (dtype, device, adapter,
+    num_threads, ...).
     """
 
     answer_start = ""
+    stop_strings = ()
 
     def __init__(self, model: str, max_new_tokens: int, **load_options):
         self.model, self.tokenizer = load_causal_lm(model, **load_options)
@@ -150,7 +155,8 @@ class PromptActor:
         asked = self.prompts(batch)
         prompts = [render_chat(self.tokenizer, [{"role": "user", "content": message}]) + self.answer_start
                    for message in asked.values()]
-        replies = generate(self.model, self.tokenizer, prompts, self.max_new_tokens) if prompts else []
+        replies = (generate(self.model, self.tokenizer, prompts, self.max_new_tokens, stop_strings=self.stop_strings)
+                   if prompts else [])
         answers = [None] * batch.num_rows
         for row, reply in zip(asked, replies):
             answers[row] = reply
