@@ -19,7 +19,7 @@ from icc.config import CONFIG_DIR
 from icc.errors import ICCError, RayDied, user_errors
 from icc.files import write_atomic, write_json
 from icc.memory import peak_rss_mib
-from icc.progress import StageProgress
+from icc.progress import StageProgress, describe
 
 STAGE_FILE = "ICC_STAGE_FILE"  # environment variable: the file `icc` reads the running stage from
 _stages: list[str] = []  # the running stages, innermost last
@@ -80,6 +80,15 @@ class StageTimer:
         self.progress = progress
         self.seconds: dict[str, float] = {}
         self.peak_rss_mib: dict[str, int] = {}
+
+    def started(self) -> None:
+        """Record (and show) as stage "start-up" the seconds from this process's start to now: the
+        imports, the config, the checks and the Ray start, before the first stage."""
+        import psutil
+
+        self.seconds["start-up"] = round(time.time() - psutil.Process().create_time(), 3)
+        if self.progress:
+            print(f"icc: start-up {describe(0, self.seconds['start-up'])}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def __call__(self, stage: str, total: int | None = None):

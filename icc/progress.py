@@ -7,10 +7,14 @@ so that a run's output is a few lines, not a redraw per batch:
 known total runs), or `icc: cluster 0.8 s` for a stage that counts no rows.
 """
 
+import os
 import sys
 import time
 
 PIPED_INTERVAL_S = 60  # piped output: seconds between two lines of the same stage
+# Set by `icc` for the pipeline it runs when its own stderr is a terminal: the pipeline's stderr is
+# then a pipe through `icc` (icc.cli), which draws bars as the terminal would.
+TTY_ENV = "ICC_STDERR_TTY"
 
 
 class StageProgress:
@@ -26,7 +30,7 @@ class StageProgress:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.start = self.shown = time.monotonic()
-        interactive = enabled and self.stream.isatty()
+        interactive = enabled and (self.stream.isatty() or os.environ.get(TTY_ENV) == "1")
         self.bar = tqdm(desc=stage, total=total, unit="rows", file=self.stream, leave=True) if interactive else None
 
     def update(self, rows: int) -> None:

@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> None:
     with disk_full_as_error(out), rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):
         start_ray(**cfg.ray)
         timer = StageTimer(progress=cfg.ray.progress_bars)
+        timer.started()
         with timer("embed") as progress:  # resumes a run cut off in this stage; skipped when out holds it complete
             shards, embedded_now = embed_corpus(cfg.data.path, columns, embedder, pool, out,
                                                 cfg.output.shard_rows, fingerprint, progress)
