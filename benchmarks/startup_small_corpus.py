@@ -6,8 +6,9 @@ with pandas, loads all-MiniLM-L6-v2, `encode(batch_size=64, normalize_embeddings
 cluster` as a user runs it (its defaults: a new local Ray, keyword names, report.html), stdout
 and stderr piped. Both are timed from process start to exit; they alternate `--repeats` times so
 that both see the same machine, and the table gives medians with ranges, the by-hand stages, and
-icc's stages from its metrics.json (start-up: imports, Ray start and reading the schema, i.e. the
-time before the embed stage; exit: after the last stage, report and summary included).
+icc's stages from its metrics.json ("start-up": from process start to the embed stage: imports,
+config, checks, Ray start; "report and exit": the job's seconds after its last stage, report.html,
+summary and Ray's shutdown included).
 
     python benchmarks/startup_small_corpus.py --data ../shared/data/text/cstr.csv
 """
@@ -86,7 +87,7 @@ def main() -> None:
         f"| by hand: sentence-transformers encode(64) + KMeans(n_init=10) | {_spread([r['seconds'] for r in hand])} "
         f"| {_stages(hand)} |",
         f"| icc cluster (new local Ray, keyword names, report.html) | {_spread([r['seconds'] for r in icc])} "
-        f"| {_stages(icc, before='start-up and exit')} |",
+        f"| {_stages(icc, rest='report and exit')} |",
         "",
         f"icc / by hand: median {np.median(ratios):.2f}x (per pair: {', '.join(f'{r:.2f}' for r in ratios)}); "
         f"lines icc printed (piped): {', '.join(str(r['output_lines']) for r in icc)}.",
@@ -105,13 +106,12 @@ def _spread(values: list[float]) -> str:
     return f"{np.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
 
 
-def _stages(runs: list[dict], before: str | None = None) -> str:
-    """Median seconds per stage; with `before`, also the job's seconds outside its stages under that name."""
+def _stages(runs: list[dict], rest: str | None = None) -> str:
+    """Median seconds per stage; with `rest`, then the job's seconds outside its stages under that name."""
     names = list(runs[0]["stages"])
     parts = [f"{name} {np.median([r['stages'][name] for r in runs]):.1f}" for name in names]
-    if before:
-        outside = [r["seconds"] - sum(r["stages"].values()) for r in runs]
-        parts.insert(0, f"{before} {np.median(outside):.1f}")
+    if rest:
+        parts.append(f"{rest} {np.median([r['seconds'] - sum(r['stages'].values()) for r in runs]):.1f}")
     return ", ".join(parts)
 
 
