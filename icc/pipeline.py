@@ -91,12 +91,13 @@ class StageTimer:
             print(f"icc: start-up {describe(0, self.seconds['start-up'])}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
-    def __call__(self, stage: str, total: int | None = None):
-        """total: the rows the stage will do, if known (the progress line's time left)."""
+    def __call__(self, stage: str, rows: bool = False, total: int | None = None):
+        """rows: whether the stage tells its progress of the rows it does; total: the rows it
+        will do, if known (the progress line's time left)."""
         start = time.perf_counter()
         _stages.append(stage)
         _show_stage(after=None)
-        progress = StageProgress(stage, total, enabled=self.progress)
+        progress = StageProgress(stage, total, enabled=self.progress, rows=rows)
         try:
             yield progress
             progress.close()

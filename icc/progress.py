@@ -1,8 +1,9 @@
 """Progress of a pipeline's stages on stderr: one line per stage, with rows, rows/s and time left.
 
-In a terminal the line is a live `tqdm` bar that stays when the stage ends; piped (a log file, a
-cron job) it is a plain line at most every PIPED_INTERVAL_S seconds and one when the stage ends,
-so that a run's output is a few lines, not a redraw per batch:
+In a terminal the line of a stage that counts rows is a live `tqdm` bar that stays when the stage
+ends; piped (a log file, a cron job) it is a plain line at most every PIPED_INTERVAL_S seconds and
+one when the stage ends (the only line of a stage that counts no rows), so that a run's output is
+a few lines, not a redraw per batch:
 `icc: embed 299 rows in 12.3 s, 24.3 rows/s` (with `, 6 s left of 299 rows` while a stage with a
 known total runs), or `icc: cluster 0.8 s` for a stage that counts no rows.
 """
@@ -20,18 +21,21 @@ TTY_ENV = "ICC_STDERR_TTY"
 class StageProgress:
     """The progress line of one stage: `update(rows)` as rows are done, `close()` when it ends.
 
-    total: the rows the stage will do, if known (for the time left); enabled: False shows nothing.
+    rows: whether the stage counts rows (a bar in a terminal from its start; a stage that does not
+    gets one line when it ends); total: the rows it will do, if known (for the time left);
+    enabled: False shows nothing.
     """
 
-    def __init__(self, stage: str, total: int | None = None, enabled: bool = True, stream=None):
+    def __init__(self, stage: str, total: int | None = None, enabled: bool = True, rows: bool = True, stream=None):
         from tqdm import tqdm
 
         self.stage, self.total, self.rows = stage, total, 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.start = self.shown = time.monotonic()
-        interactive = enabled and (self.stream.isatty() or os.environ.get(TTY_ENV) == "1")
-        self.bar = tqdm(desc=stage, total=total, unit="rows", file=self.stream, leave=True) if interactive else None
+        interactive = enabled and rows and (self.stream.isatty() or os.environ.get(TTY_ENV) == "1")
+        self.bar = (tqdm(desc=f"icc: {stage}", total=total, unit="rows", file=self.stream, leave=True)
+                    if interactive else None)
 
     def update(self, rows: int) -> None:
         self.rows += rows

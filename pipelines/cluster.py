@@ -40,14 +40,15 @@ def run(cfg: DictConfig) -> None:
         start_ray(**cfg.ray)
         timer = StageTimer(progress=cfg.ray.progress_bars)
         timer.started()
-        with timer("embed") as progress:  # resumes a run cut off in this stage; skipped when out holds it complete
+        # embed: resumes a run cut off in this stage; skipped when out holds it complete
+        with timer("embed", rows=True) as progress:
             shards, embedded_now = embed_corpus(cfg.data.path, columns, embedder, pool, out,
                                                 cfg.output.shard_rows, fingerprint, progress)
         shards.check_clusterable(cfg.data.path)
         with timer("cluster"):
             fitted = (fit_attention(clusterer, shards, to_kwargs(cfg.llm, "generate", "pool"), to_kwargs(cfg.llm.pool))
                       if attention else fit_shards(clusterer, shards))  # fitted in Ray tasks: fitted.clusterer is a copy
-        with timer("assign") as progress:
+        with timer("assign", rows=True) as progress:
             assigned = assign_shards(fitted, shards, top=max(CENTRAL_TEXTS, labeler.texts_per_cluster if labeler else 0))
             progress.update(shards.n_rows)
         with timer("write"):
