@@ -25,10 +25,11 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
     `ray.init(address=None)` would join (and hang on, when that cluster is gone). A cluster that
     does not answer within JOIN_TIMEOUT_S is an ICCError. Keeps the caller's SIGTERM handler.
 
-    progress_bars: icc's own progress line per stage (`icc.pipeline.StageTimer`), not Ray's.
-    verbose: Ray's own output too: its INFO logs, Ray Data's progress bars and execution plans,
-    and the workers' and actors' stdout and stderr (`log_to_driver`); without it a run prints
-    Ray's warnings and errors only (workers' logs stay in Ray's session directory)."""
+    verbose: Ray's own output too: its INFO logs, Ray Data's execution plans (and with
+    `progress_bars` its progress bars), and the workers' and actors' stdout and stderr
+    (`log_to_driver`); without it a run prints Ray's warnings and errors only (workers' logs stay
+    in Ray's session directory). `progress_bars` is also the config key of icc's own progress
+    line per stage (`icc.pipeline.StageTimer`)."""
     import ray
     from ray.data import DataContext
 
@@ -47,7 +48,7 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
     # Ray Data logs every execution at INFO and a warning that its progress bars are off.
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
     context = DataContext.get_current()
-    context.enable_progress_bars = verbose
+    context.enable_progress_bars = verbose and progress_bars
     context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
 
 
