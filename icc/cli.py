@@ -6,21 +6,33 @@ kills it) still ends with one line naming the stage it was in (`icc.pipeline.STA
 of Ray's log lines alone. SIGINT and SIGTERM sent to `icc` go to the child, whose exit code (130,
 143, 2, ...) `icc` keeps; when `icc` itself dies (SIGKILL, the OOM killer), the child is SIGKILLed
 with it (Linux), as the run would have been without the child.
+
+The child's stderr passes through `icc` unchanged but for Ray's known false alarms (NOISE); its
+progress lines are drawn as bars when `icc`'s own stderr is a terminal (TTY_ENV).
 """
 
 import ast
 import ctypes
 import os
 import pkgutil
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pipelines
 from icc.errors import STOP_SIGNALS
 from icc.pipeline import STAGE_FILE
+from icc.progress import TTY_ENV
+
+# Ray's lines that every run prints and that say nothing about it: the driver's core worker logs an
+# error for each Ray Data actor pool although nothing is wrong (ray-project/ray#57733, open).
+NOISE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object store "
+                   rb"and max_restarts > 0")
+FORWARD_JOIN_S = 5  # seconds to wait for the child's last stderr bytes once it has exited
 
 BEFORE_STAGES = "start-up"  # the stage file's text until the first stage begins
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal a process gets when its parent dies
@@ -60,12 +72,15 @@ def run_pipeline(name: str, args: list[str]) -> int:
     os.close(fd)
     try:
         # Its own process group: a Ctrl-C in the terminal reaches it once, forwarded from here.
-        child = subprocess.Popen([sys.executable, "-m", f"pipelines.{name}", *args],
-                                 env={**os.environ, STAGE_FILE: stage_file}, process_group=0,
-                                 preexec_fn=_dies_with(os.getpid()))
+        env = {**os.environ, STAGE_FILE: stage_file, **({TTY_ENV: "1"} if sys.stderr.isatty() else {})}
+        child = subprocess.Popen([sys.executable, "-m", f"pipelines.{name}", *args], env=env, process_group=0,
+                                 stderr=subprocess.PIPE, preexec_fn=_dies_with(os.getpid()))
+        forward = threading.Thread(target=forward_stderr, args=(child.stderr.fileno(), sys.stderr.buffer), daemon=True)
+        forward.start()
         for signum in STOP_SIGNALS:
             signal.signal(signum, lambda signum, frame: child.send_signal(signum))
         code = child.wait()
+        forward.join(FORWARD_JOIN_S)  # a Ray process the child started may hold the pipe open
         if code == 0 or not os.path.exists(stage_file):  # Python shut down: the child said what happened
             return code
         if -code in STOP_SIGNALS:  # a second SIGINT / SIGTERM, which kills at once
@@ -78,6 +93,24 @@ def run_pipeline(name: str, args: list[str]) -> int:
         return 1
     finally:
         Path(stage_file).unlink(missing_ok=True)
+
+
+def forward_stderr(source: int, target) -> None:
+    """Copy the bytes read from file descriptor `source` to the binary stream `target` as they come,
+    but for the whole lines that match NOISE. A partial line is held back only while it may
+    still become one of Ray's log lines (they start with "["), so progress bars redraw at once."""
+    pending = b""
+    while chunk := os.read(source, 1 << 16):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            if not NOISE.search(line):
+                target.write(line + b"\n")
+        if pending and not pending.startswith(b"["):
+            target.write(pending)
+            pending = b""
+        target.flush()
+    target.write(pending)
+    target.flush()
 
 
 def _dies_with(parent: int):

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import importlib.metadata
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from icc.config import CONFIG_DIR
 from icc.errors import ICCError, RayDied, user_errors
 from icc.files import write_atomic, write_json
 from icc.memory import peak_rss_mib
+from icc.progress import StageProgress, describe
 
 STAGE_FILE = "ICC_STAGE_FILE"  # environment variable: the file `icc` reads the running stage from
 _stages: list[str] = []  # the running stages, innermost last
@@ -45,30 +47,60 @@ def hydra_main(config_name: str, run):
         if path:
             _stage_file.append(path)
             atexit.register(Path(path).unlink, missing_ok=True)
-        with user_errors():  # the overrides, applied before `app` runs
-            app()
+        try:
+            with user_errors():  # the overrides, applied before `app` runs
+                app()
+        except SystemExit as e:
+            _exit_now(e.code)
+        _exit_now(0)
 
     return main
 
 
+def _exit_now(code) -> None:
+    """Exit as Python's shutdown would (atexit handlers: `ray.shutdown`, the stage file; buffers
+    flushed), without its last step: freeing every module's objects, which takes seconds once
+    torch, transformers and scikit-learn are loaded (2.7 s of a 299-text `icc cluster`)."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 class StageTimer:
-    """Wall-clock seconds per named stage: `with timer("embed"): ...`; `timer.seconds` is a dict.
+    """Wall-clock seconds per named stage: `with timer("embed") as progress: ...`; `timer.seconds`
+    is a dict. `progress` is the stage's progress line on stderr (`icc.progress.StageProgress`,
+    shown when the timer's `progress` is true): `progress.update(rows)` as the stage does rows.
 
     `timer.peak_rss_mib` {stage: MiB}: this process's peak resident memory at the end of each
     stage, so the first stage whose value is higher than the one before raised the peak.
     """
 
-    def __init__(self):
+    def __init__(self, progress: bool = False):
+        self.progress = progress
         self.seconds: dict[str, float] = {}
         self.peak_rss_mib: dict[str, int] = {}
 
+    def started(self) -> None:
+        """Record (and show) as stage "start-up" the seconds from this process's start to now: the
+        imports, the config, the checks and the Ray start, before the first stage."""
+        import psutil
+
+        self.seconds["start-up"] = round(time.time() - psutil.Process().create_time(), 3)
+        if self.progress:
+            print(f"icc: start-up {describe(0, self.seconds['start-up'])}", file=sys.stderr, flush=True)
+
     @contextlib.contextmanager
-    def __call__(self, stage: str):
+    def __call__(self, stage: str, rows: bool = False, total: int | None = None):
+        """rows: whether the stage tells its progress of the rows it does; total: the rows it
+        will do, if known (the progress line's time left)."""
         start = time.perf_counter()
         _stages.append(stage)
         _show_stage(after=None)
+        progress = StageProgress(stage, total, enabled=self.progress, rows=rows)
         try:
-            yield
+            yield progress
+            progress.close()
         except Exception as e:
             if _ray_died(e):
                 raise RayDied(stage, e) from e

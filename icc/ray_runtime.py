@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import threading
+import warnings
 from urllib.parse import urlsplit
 
 from icc.checks import check_non_negative, check_positive_int
@@ -14,26 +15,40 @@ from icc.errors import ICCError
 ACTOR_TASK_RETRIES = 3
 # Seconds to wait for the cluster to be joined to answer (Ray itself would retry for many minutes).
 JOIN_TIMEOUT_S = 30
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
-def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True) -> None:
+def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True,
+              verbose: bool = False) -> None:
     """Join the Ray cluster at `address` ("auto": the running one, as `ray.init` finds it), or
     start a new local one (""): never one that `ray start` left recorded on the machine, which
     `ray.init(address=None)` would join (and hang on, when that cluster is gone). A cluster that
-    does not answer within JOIN_TIMEOUT_S is an ICCError. Keeps the caller's SIGTERM handler."""
+    does not answer within JOIN_TIMEOUT_S is an ICCError. Keeps the caller's SIGTERM handler.
+
+    verbose: Ray's own output too: its INFO logs, Ray Data's execution plans (and with
+    `progress_bars` its progress bars), and the workers' and actors' stdout and stderr
+    (`log_to_driver`); without it a run prints Ray's warnings and errors only (workers' logs stay
+    in Ray's session directory). `progress_bars` is also the config key of icc's own progress
+    line per stage (`icc.pipeline.StageTimer`)."""
     import ray
     from ray.data import DataContext
 
     if not ray.is_initialized():
         if address:
             check_reachable(address)
+        # A new local Ray enables token authentication (Ray's default since 2.59) and warns on
+        # every start that it did: that warning is Ray's INFO, shown with `verbose` only.
+        logging.getLogger(TOKEN_AUTH_LOGGER).setLevel(logging.INFO if verbose else logging.ERROR)
         local = {"num_cpus": num_cpus, "include_dashboard": False} if not address else {}
         sigterm = signal.getsignal(signal.SIGTERM)
-        ray.init(address=address or "local", logging_level=logging.WARNING, **local)
+        ray.init(address=address or "local", logging_level=logging.INFO if verbose else logging.WARNING,
+                 log_to_driver=verbose, **local)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sigterm)  # ray.init sets its own, which exits with code 15
+    # Ray Data logs every execution at INFO and a warning that its progress bars are off.
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.ERROR)
     context = DataContext.get_current()
-    context.enable_progress_bars = progress_bars
+    context.enable_progress_bars = verbose and progress_bars
     context.execution_options.preserve_order = True  # row numbers and outputs follow the input order
 
 
@@ -75,16 +90,18 @@ def actor_pool(actors: int | None = None, num_gpus: float | None = None, cpus_pe
         num_gpus = 1 if cluster_gpus else 0
     if actors is None:
         actors = max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1
-    pool = {
+    # Ray Data restarts a pool's actors without limit (max_restarts=-1) by default; its default
+    # max_task_retries (-1) would retry a batch that kills its actor forever. max_task_retries has
+    # no named `map_batches` parameter before Ray 2.64 (pyproject pins <2.64), so it goes in
+    # `ray_remote_args`, whose deprecation warning (the only one this raises) is filtered here.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+    return {
         "compute": ActorPoolStrategy(size=actors),
         "num_gpus": num_gpus,
         "num_cpus": cpus_per_actor,
-        "max_restarts": -1,
+        "runtime_env": None if num_gpus else {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}},
         "max_task_retries": ACTOR_TASK_RETRIES,
     }
-    if not num_gpus:
-        pool["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
-    return pool
 
 
 def check_pool(actors: int | None = None, num_gpus: float | None = None, cpus_per_actor: float = 1,

@@ -7,7 +7,6 @@ from omegaconf import DictConfig
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus import rundir
-from icc.corpus.attention_graph import fit_attention, make_attention_clusterer
 from icc.corpus.describe import describe, members_needed
 from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings
 from icc.corpus.hierarchy import hierarchy_table, write_hierarchy
@@ -28,6 +27,8 @@ def run(cfg: DictConfig) -> None:
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
                            pool=to_kwargs(cfg.llm.pool), embedder=embedder)
     attention = cfg.clusterer.name == "attention"  # clusters the corpus from an LLM's attention, not in fit_shards
+    if attention:  # imported only here: it loads the in-context modules (a second of start-up)
+        from icc.corpus.attention_graph import fit_attention, make_attention_clusterer
     clusterer = (make_attention_clusterer if attention else make_clusterer)(**to_kwargs(cfg.clusterer))
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
     if cfg.report.enabled:
@@ -37,16 +38,19 @@ def run(cfg: DictConfig) -> None:
     # open_run refuses before any work; a disk that fills up ends the run with one line (the next run resumes)
     with disk_full_as_error(out), rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):
         start_ray(**cfg.ray)
-        timer = StageTimer()
-        with timer("embed"):  # resumes a run cut off in this stage; skipped when out holds it complete
+        timer = StageTimer(progress=cfg.ray.progress_bars)
+        timer.started()
+        # embed: resumes a run cut off in this stage; skipped when out holds it complete
+        with timer("embed", rows=True) as progress:
             shards, embedded_now = embed_corpus(cfg.data.path, columns, embedder, pool, out,
-                                                cfg.output.shard_rows, fingerprint)
+                                                cfg.output.shard_rows, fingerprint, progress)
         shards.check_clusterable(cfg.data.path)
         with timer("cluster"):
             fitted = (fit_attention(clusterer, shards, to_kwargs(cfg.llm, "generate", "pool"), to_kwargs(cfg.llm.pool))
                       if attention else fit_shards(clusterer, shards))  # fitted in Ray tasks: fitted.clusterer is a copy
-        with timer("assign"):
+        with timer("assign", rows=True) as progress:
             assigned = assign_shards(fitted, shards, top=members_needed(labeler))
+            progress.update(shards.n_rows)
         with timer("write"):
             member_texts = rundir.texts_at_rows(out, assigned.central)
         with timer("label"):

@@ -1,6 +1,7 @@
 """`icc cluster` as a user runs it: a subprocess on a real Ray cluster, checked through its files."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -34,9 +35,23 @@ def test_pipeline_runs_as_a_module():
 def cstr_run(ray_address, tmp_path_factory):
     out = tmp_path_factory.mktemp("cstr")
     result = run_icc("cluster", f"ray.address={ray_address}", f"data.path={TEXT / 'cstr.csv'}",
-                     "data.label_column=label", "clusterer.k=4", f"output.dir={out}", "ray.progress_bars=false")
+                     "data.label_column=label", "clusterer.k=4", f"output.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
+
+
+def test_piped_output_is_a_line_per_stage_and_the_summary(cstr_run):
+    out, result = cstr_run
+    lines = (result.stdout + result.stderr).splitlines()
+    progress = [line for line in result.stderr.splitlines() if line.startswith("icc: ")]
+    assert [line.split()[1] for line in progress] == ["start-up", "embed", "cluster", "assign", "write", "label",
+                                                      "metrics"], result.stderr
+    assert re.fullmatch(r"icc: embed 299 rows in [0-9.]+ s, [0-9.]+ rows/s", progress[1])
+    # Nothing else on stderr: no Ray log lines, warnings or actor output without ray.verbose=true.
+    assert len(result.stderr.splitlines()) == len(progress), result.stderr
+    assert len(lines) <= 20, lines
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seconds"]["start-up"] > 0  # imports, config and joining Ray: before the embed stage
 
 
 def test_cluster_writes_every_output(cstr_run):
@@ -72,8 +87,11 @@ def test_rejected_rows_are_kept_with_reasons(ray_address, tmp_path):
     corpus.write_bytes(b'text\nhello there\n"   "\nbad \xff byte\n\ngood morning\nsee you later\n' + b"word " * 600_000 + b"\n")
     out = tmp_path / "out"
     result = run_icc("cluster", f"ray.address={ray_address}", "data=file", f"data.path={corpus}",
-                     "clusterer.k=2", f"output.dir={out}", "ray.progress_bars=false")
+                     "clusterer.k=2", f"output.dir={out}", "ray.progress_bars=false", "ray.verbose=true")
     assert result.returncode == 0, result.stderr[-3000:]
+    # ray.verbose=true: Ray's own logs too (Ray Data's execution plans, the embedding actor's output)
+    assert "Execution plan of Dataset" in result.stderr and "MapBatches(TextEmbedder)" in result.stderr
+    assert not any(line.startswith("icc: ") for line in result.stderr.splitlines())  # progress_bars=false
     rows = pq.read_table(out / "assignments.parquet").to_pylist()
     assert len(rows) == 7  # a quoted blank value is a row, and so is a blank line
     assert [r["reason"] for r in rows if r["cluster"] == -1] == ["empty text", "empty text"]

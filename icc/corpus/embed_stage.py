@@ -55,13 +55,14 @@ def check_embed_pool(batch_size: int | None = None, rows_per_batch: int = 1024, 
 
 
 def embed_corpus(path: str, columns: dict, embedder: dict, pool: dict, out_dir, shard_rows: int,
-                 fingerprint: str | None = None) -> tuple[Shards, int]:
+                 fingerprint: str | None = None, progress=None) -> tuple[Shards, int]:
     """Read the corpus at `path`, embed it and write its shards to `out_dir`, or reuse what an
     earlier run with the same key wrote there (see the module docstring).
 
     columns: {text_column, id_column, label_column} for `read_corpus`; embedder, pool: as for
-    `embed_dataset`; fingerprint: `file_fingerprint(path)` if the caller has it. Returns the
-    complete shards and the input rows this call sent to the embedder.
+    `embed_dataset`; fingerprint: `file_fingerprint(path)` if the caller has it; progress: a
+    `StageProgress` told of the rows as they are written. Returns the complete shards and the
+    input rows this call sent to the embedder.
     """
     key = embed_key(path, columns, embedder, fingerprint)
     shards = resume_shards(Path(out_dir), key)
@@ -70,7 +71,7 @@ def embed_corpus(path: str, columns: dict, embedder: dict, pool: dict, out_dir, 
     done = shards.n_rows
     ds = read_corpus(path, columns["text_column"], columns.get("id_column"), columns.get("label_column"),
                      skip_rows=done)  # the rows after the whole shards
-    shards = write_embedded(embed_dataset(ds, embedder, **pool), shards, shard_rows)
+    shards = write_embedded(embed_dataset(ds, embedder, **pool), shards, shard_rows, progress)
     return shards, shards.n_rows - done
 
 

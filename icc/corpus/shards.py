@@ -225,12 +225,13 @@ class _ShardWriter:
         self.texts = self.embeddings = None
 
 
-def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> Shards:
+def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536, progress=None) -> Shards:
     """Stream an embedded dataset (columns text, reject, replaced, vector, truncated and optional
     id, label) into shards (see the module docstring); at most `shard_rows` input rows per shard,
     or one batch when a batch is larger. Without an id column, ids are row numbers. `out`: a
     directory (written afresh), or the Shards of a cut-off run (`resume_shards`), continued with
-    `ds` holding the input rows after its shards. Returns the saved manifest."""
+    `ds` holding the input rows after its shards. `progress`: a `StageProgress` told of each
+    batch's rows. Returns the saved manifest."""
     if isinstance(out, Shards):
         shards = out
     else:
@@ -257,6 +258,8 @@ def write_embedded(ds, out: "Shards | Path | str", shard_rows: int = 65536) -> S
             shards.replaced += int(batch["replaced"].sum())
             shards.truncated += int(columns["truncated"].sum())
             n_rows += n
+            if progress is not None:
+                progress.update(n)
     finally:
         writer.close()
     shards.complete = True

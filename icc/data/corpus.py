@@ -24,6 +24,10 @@ FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "jso
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 # pyarrow parses CSV and JSONL in blocks that must hold a whole row: this bounds one text's size.
 MAX_ROW_BYTES = 256 << 20
+# The schema of a CSV or JSONL file up to this size is parsed in the driver from the file's first
+# block (a Ray read task for it takes seconds to start on a small corpus); of a larger one, or of
+# files under hive-style `key=value` directories (their keys become columns), in a Ray read task.
+DRIVER_SCHEMA_BYTES = 64 << 20
 
 
 def file_format(path: str) -> str | None:
@@ -78,22 +82,57 @@ def read_table(files: list[str], fmt: str):
     after another kept part of each one's memory, so its heap grew with the corpus
     (benchmarks/results/scale_memory.md).
     """
-    import pyarrow.json as pajson
     import ray.data
 
     if fmt == "parquet":
         return ray.data.read_parquet(files, max_calls=1)
     if fmt == "csv":
-        return ray.data.read_csv(
-            files,
-            read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES),
-            # A blank line is a row (an empty text, kept as a reject), as every other line is.
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-            max_calls=1,
-        )
-    # pyarrow reads newline-delimited JSON; `lines=True` (pandas) would ignore the block size.
-    return ray.data.read_json(files, read_options=pajson.ReadOptions(block_size=MAX_ROW_BYTES), max_calls=1)
+        return ray.data.read_csv(files, **_csv_options(), max_calls=1)
+    return ray.data.read_json(files, **_json_options(), max_calls=1)
+
+
+def _csv_options() -> dict:
+    """pyarrow's options for reading a corpus CSV file, here and in Ray's read tasks."""
+    return {
+        "read_options": pacsv.ReadOptions(block_size=MAX_ROW_BYTES),
+        # A blank line is a row (an empty text, kept as a reject), as every other line is.
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        "convert_options": pacsv.ConvertOptions(strings_can_be_null=True),
+    }
+
+
+def _json_options() -> dict:
+    """pyarrow's options for reading a corpus JSONL file: newline-delimited JSON (`lines=True`,
+    pandas, would ignore the block size)."""
+    import pyarrow.json as pajson
+
+    return {"read_options": pajson.ReadOptions(block_size=MAX_ROW_BYTES)}
+
+
+def read_schema(files: list[str], fmt: str, ds) -> pa.Schema | None:
+    """The schema that `ds` (`read_table(files, fmt)`) has: that of the first file that holds a
+    row, None when none does. Read in the driver where that is cheap (see DRIVER_SCHEMA_BYTES):
+    Parquet footers, and the first block of each small CSV or JSONL file up to the first that
+    holds a row; otherwise by `ds.schema()`, which reads in a Ray task."""
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    if any("=" in part for file in files for part in Path(file).parent.parts):
+        return ds.schema()
+    for file in files:
+        if fmt == "parquet":
+            metadata = pq.read_metadata(file)
+            if metadata.num_rows:
+                return metadata.schema.to_arrow_schema()
+            continue
+        if os.path.getsize(file) > DRIVER_SCHEMA_BYTES:
+            return ds.schema()
+        open_file = pacsv.open_csv if fmt == "csv" else pajson.open_json
+        with open_file(file, **(_csv_options() if fmt == "csv" else _json_options())) as reader:
+            for batch in reader:
+                if batch.num_rows:
+                    return batch.schema
+    return None
 
 
 def read_after(files: list[str], fmt: str, skip_rows: int):
@@ -128,10 +167,10 @@ def read_corpus(path: str, text_column: str, id_column: str | None = None, label
     files, fmt = list_files(path)
     with _readable(path):
         ds = read_table(files, fmt)
-        schema = ds.schema()
+        schema = read_schema(files, fmt, ds)
+        columns = schema.names if schema is not None else []  # names that are not UTF-8 fail here
     if schema is None:  # no file holds a row
         raise ICCError(f"the corpus is empty: {path}")
-    columns = schema.names
     wanted = {"text": text_column, "id": id_column, "label": label_column}
     for role, name in wanted.items():
         if name and name not in columns:
