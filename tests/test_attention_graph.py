@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score
+from transformers import AutoTokenizer
 
 from icc.corpus.attention_graph import (
     affinity_graph,
@@ -20,7 +21,9 @@ from icc.corpus.attention_graph import (
     knn_graph,
     nearest_neighbours,
     spectral_clusters,
+    truncate_texts,
 )
+from icc.models.hub import resolve_model
 from tests.conftest import BIN, ROOT, run_icc
 
 PETS = ["My cat sleeps on the warm sofa all day.", "The puppy chewed my shoes again.",
@@ -176,8 +179,17 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
     ("clusterer.embedding_weight=2", "embedding_weight must be in [0, 1]"),
     ("clusterer.fit_fraction=0.5", "clusters every row"),
     ("clusterer.layer=x", "layer must be an integer"),
+    ("clusterer.max_text_tokens=0", "clusterer.max_text_tokens"),
     ("clusterer.k=9", "episode_size (8) must be at least the k a prompt asks for (9)"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(tmp_path, corpus, override, message):
     result = run_icc("cluster", f"data.path={corpus}", f"output.dir={tmp_path}", *TINY, override)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_texts_are_cut_after_their_first_tokens():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("SmolLM2-135M-Instruct"))
+    long, short = "The central bank raised interest rates again on Tuesday.", "Stocks fell."
+    cut, kept = truncate_texts(tokenizer, [long, short], 4)
+    assert long.startswith(cut) and len(tokenizer(cut, add_special_tokens=False)["input_ids"]) == 4
+    assert kept == short and truncate_texts(tokenizer, [long], None) == [long]

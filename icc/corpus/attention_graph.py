@@ -61,14 +61,15 @@ class AttentionClusterer(KClusterer):
 
     passes: episodes each row is in; episode_size: rows per episode (the last of a pass may hold up
     to episode_size * 1.5); neighbours: share of an episode that is the first row's nearest neighbours;
-    layer: decoder layer read (negative: from the last); orders: prompts per episode (the first in
+    layer: decoder layer read (negative: from the last); max_text_tokens: each text's first tokens
+    that a prompt shows (None: all); orders: prompts per episode (the first in
     the episode's shuffled order, then random ones); condition: "by sentiment" etc., or None;
     embedding_weight: share of the fused graph that is the embedding kNN graph of `n_neighbors`
     neighbours (0: attention alone, 1: embeddings alone); episodes_per_batch: episodes per prefill.
     """
 
-    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer=-7, orders=1,
-                 condition=None, embedding_weight=0.5, n_neighbors=10, episodes_per_batch=4, random_state=0,
+    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer=-7, max_text_tokens=48,
+                 orders=1, condition=None, embedding_weight=0.5, n_neighbors=10, episodes_per_batch=4, random_state=0,
                  k_range=(2, 20), auto_sample=5000, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
                          fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
@@ -76,6 +77,7 @@ class AttentionClusterer(KClusterer):
         self.episode_size = episode_size
         self.neighbours = neighbours
         self.layer = layer
+        self.max_text_tokens = max_text_tokens
         self.orders = orders
         self.condition = condition
         self.embedding_weight = embedding_weight
@@ -88,6 +90,7 @@ class AttentionClusterer(KClusterer):
         check_positive_int(self.orders, "clusterer.orders")
         check_positive_int(self.n_neighbors, "clusterer.n_neighbors")
         check_positive_int(self.episodes_per_batch, "clusterer.episodes_per_batch")
+        check_positive_int(self.max_text_tokens, "clusterer.max_text_tokens", allow_none=True)
         if check_positive_int(self.episode_size, "clusterer.episode_size") < 2:
             raise ICCError(f"clusterer.episode_size must be at least 2, got {self.episode_size}")
         for name in ("neighbours", "embedding_weight"):
@@ -327,22 +330,34 @@ def _embedded_texts(shards: Shards, shard: int) -> np.ndarray:
     return rows["text"].to_numpy(zero_copy_only=False)[embedded]
 
 
+def truncate_texts(tokenizer, texts: list[str], max_tokens: int | None) -> list[str]:
+    """Each text cut after its first `max_tokens` tokens of `tokenizer` (a fast one; None: as is)."""
+    if max_tokens is None:
+        return texts
+    offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [text[:spans[max_tokens - 1][1]] if len(spans) > max_tokens else text for text, spans in zip(texts, offsets)]
+
+
 class EpisodeAttention:
     """Ray Data actor: an `EpisodeRunner` that reads one layer's attention and answers nothing (a
-    prefill per prompt order). For each `input` file of a batch (episodes as `_write_episodes`
+    prefill per prompt order, stopped after that layer), each text cut to `max_text_tokens`. For each `input` file of a batch (episodes as `_write_episodes`
     writes them) it writes the episodes' episode, items, orders (R, n) and attention (R, n, n) to
     the file's part-*.parquet (atomically, so a killed run leaves whole parts only); returns the
     inputs with their LLM `seconds`."""
 
-    def __init__(self, layer: int, **runner):
+    def __init__(self, layer: int, max_text_tokens: int | None, **runner):
         self.runner = EpisodeRunner(layers=[layer], **runner)
         self.column = attention_column(layer)
+        self.max_text_tokens = max_text_tokens
 
     def __call__(self, batch: dict) -> dict:
         seconds = []
         for path in map(Path, batch["input"]):
             start = time.perf_counter()
-            read = self.runner(pq.read_table(path))
+            episodes = pq.read_table(path)
+            texts = [truncate_texts(self.runner.tokenizer, t, self.max_text_tokens) for t in episodes["texts"].to_pylist()]
+            episodes = episodes.set_column(episodes.schema.get_field_index("texts"), "texts", pa.array(texts))
+            read = self.runner(episodes)
             seconds.append(time.perf_counter() - start)
             part = pa.table({"episode": read["episode"], "items": read["items"], "orders": read["attention_orders"],
                              "attention": read[self.column]})
@@ -366,7 +381,7 @@ def prompt_episodes(directory: Path, batches: int, clusterer: AttentionClusterer
     if todo:
         actors, num_threads = pool_size(pool, len(todo))
         runner = {**load, "num_threads": num_threads, "layer": layer, "orders": clusterer.orders,
-                  "seed": clusterer.random_state}
+                  "seed": clusterer.random_state, "max_text_tokens": clusterer.max_text_tokens}
         ds = ray.data.from_items([{"input": path} for path in todo], override_num_blocks=len(todo)).map_batches(
             EpisodeAttention, fn_constructor_kwargs=runner, batch_size=1,
             **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),
