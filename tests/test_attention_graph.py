@@ -134,7 +134,11 @@ def test_the_preset_assigns_every_row_writes_edges_and_repeats_for_a_seed(ray_ad
     assert (edges["i"] < edges["j"]).all() and np.isfinite(edges["weight"]).all() and (edges["weight"] >= 0).all()
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     graph = metrics["attention_graph"]
-    assert graph["layer"] == 23 and graph["episodes"] == 6 and graph["edges"] == len(edges) and graph["k"] == 2
+    assert graph["episodes"] == 6 and graph["edges"] == len(edges) and graph["k"] == 2
+    # layer=auto with labels: the best of every third layer on 4 labelled validation episodes
+    scored = {int(layer): ari for layer, ari in graph["validation_ari_by_layer"].items()}
+    assert graph["layer_chosen_by"] == "mean ARI on 4 labelled validation episodes (label-steered)"
+    assert sorted(scored) == list(range(2, 30, 3)) and graph["layer"] == max(scored, key=scored.get)
     assert metrics["k"] == 2 and pq.read_table(tmp_path / "a" / "clusters.parquet").num_rows == 2
     again = cluster(ray_address, corpus, tmp_path / "b")
     assert again["cluster"].tolist() == first["cluster"].tolist()
@@ -142,10 +146,14 @@ def test_the_preset_assigns_every_row_writes_edges_and_repeats_for_a_seed(ray_ad
         pq.read_table(tmp_path / "a" / "attention_edges.parquet"))
 
 
-def test_fused_with_the_embedding_graph_it_separates_two_obvious_topics(ray_address, corpus, tmp_path):
-    assigned = cluster(ray_address, corpus, tmp_path / "fused", "clusterer.embedding_weight=0.5")
+def test_fused_with_the_embedding_graph_it_separates_two_obvious_topics_unlabelled(ray_address, corpus, tmp_path):
+    assigned = cluster(ray_address, corpus, tmp_path / "fused", "clusterer.embedding_weight=0.5",
+                       "data.label_column=null")
     truth = np.tile([0, 1], 12)
     assert adjusted_rand_score(truth, assigned["cluster"].iloc[:24]) == 1.0
+    graph = json.loads((tmp_path / "fused" / "metrics.json").read_text())["attention_graph"]
+    assert graph["layer"] == 23  # the llama family's default: no labels to choose it on
+    assert graph["layer_chosen_by"] == "default for the llama family (no labels to choose it on)"
 
 
 def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episodes_again(ray_address, corpus,
@@ -178,7 +186,8 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
     ("clusterer.episode_size=1", "episode_size must be at least 2"),
     ("clusterer.embedding_weight=2", "embedding_weight must be in [0, 1]"),
     ("clusterer.fit_fraction=0.5", "clusters every row"),
-    ("clusterer.layer=x", "layer must be an integer"),
+    ("clusterer.layer=x", "layer must be auto or an integer"),
+    ("clusterer.validation_episodes=0", "clusterer.validation_episodes"),
     ("clusterer.max_text_tokens=0", "clusterer.max_text_tokens"),
     ("clusterer.k=9", "episode_size (8) must be at least the k a prompt asks for (9)"),
 ])
