@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from icc.corpus.attention_graph import (
     episode_edges,
     fuse,
     knn_graph,
+    knn_index,
     nearest_neighbours,
     spectral_clusters,
     truncate_texts,
@@ -202,3 +204,15 @@ def test_texts_are_cut_after_their_first_tokens():
     cut, kept = truncate_texts(tokenizer, [long, short], 4)
     assert long.startswith(cut) and len(tokenizer(cut, add_special_tokens=False)["input_ids"]) == 4
     assert kept == short and truncate_texts(tokenizer, [long], None) == [long]
+
+
+def test_above_the_exact_threshold_an_ivf_index_finds_nearly_the_exact_neighbours():
+    rng = np.random.default_rng(0)  # 3,000 texts' vectors around 30 topics
+    vectors = (rng.normal(size=(30, 16))[rng.integers(30, size=3000)] + 0.3 * rng.normal(size=(3000, 16)))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    exact, _ = nearest_neighbours(vectors, 10)
+    approximate, similarity = nearest_neighbours(vectors, 10, exact_rows=1000)
+    assert isinstance(knn_index(vectors, exact_rows=1000), faiss.IndexIVFFlat)
+    assert approximate.shape == (3000, 10) and not (approximate == np.arange(3000)[:, None]).any()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate, exact)])
+    assert recall > 0.9 and (np.diff(similarity, axis=1) <= 1e-6).all()

@@ -61,6 +61,8 @@ EPISODES_RECORD = "_episodes.json"  # in EPISODES: what the episodes were made f
 # SmolLM2-135M (llama) reads layer 23 of 30 (icc incontext's measurement); other families are not measured.
 DEFAULT_DEPTH = {"llama": 23 / 30}
 DEFAULT_DEPTH_OTHERS = 0.75
+EXACT_KNN_ROWS = 200_000  # up to this many rows the kNN search is exact (faiss flat: O(N^2 d)); above, IVF
+IVF_PROBES = 32  # IVF lists searched per query, of about 4 sqrt(N) (faiss IndexIVFFlat)
 VALIDATION_LABELS = 4  # most labels in one validation episode, so that its ARI has enough items per cluster
 EDGE_SCHEMA = pa.schema([("episode", pa.int64()), ("i", pa.int64()), ("j", pa.int64()), ("weight", pa.float32())])
 
@@ -140,14 +142,33 @@ def make_attention_clusterer(name: str, **params) -> AttentionClusterer:
     return clusterer
 
 
-def nearest_neighbours(vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `count` nearest other rows of each unit vector (n, d) by inner product: indices (n, count)
-    int64 (-1 past the n - 1 others) and similarities (n, count) float32, nearest first."""
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    similarity, found = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(count + 1, len(vectors)))
+def knn_index(vectors: np.ndarray, exact_rows: int = EXACT_KNN_ROWS, seed: int = 0):
+    """A faiss inner-product index holding the float32 unit vectors (n, d): exact (IndexFlatIP) up
+    to `exact_rows` rows; above, IndexIVFFlat over about 4 sqrt(n) lists, trained by k-means on at
+    most 256 vectors a list (drawn from `seed`), searching IVF_PROBES of them (approximate,
+    O(n sqrt(n) d) for all rows instead of O(n^2 d))."""
+    n, d = vectors.shape
+    if n <= exact_rows:
+        index = faiss.IndexFlatIP(d)
+    else:
+        lists = max(1, int(4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+        train = np.random.default_rng(seed).choice(n, min(n, 256 * lists), replace=False)
+        index.train(vectors[np.sort(train)])
+        index.nprobe = min(IVF_PROBES, lists)
+    index.add(vectors)
+    return index
+
+
+def nearest_neighbours(vectors: np.ndarray, count: int, exact_rows: int = EXACT_KNN_ROWS
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` nearest other rows of each unit vector (n, d) by inner product (`knn_index`):
+    indices (n, count) int64 (-1 past the n - 1 others, or where IVF found fewer) and
+    similarities (n, count) float32, nearest first."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    similarity, found = knn_index(vectors, exact_rows).search(vectors, min(count + 1, len(vectors)))
     rows = np.arange(len(vectors))[:, None]
-    others = found != rows  # drop each row itself (not always first among duplicates)
+    others = (found != rows) & (found >= 0)  # drop each row itself (not always first among duplicates)
     order = np.argsort(~others, axis=1, kind="stable")[:, :count]
     found, similarity = np.take_along_axis(found, order, 1), np.take_along_axis(similarity, order, 1)
     keep = np.take_along_axis(others, order, 1)
