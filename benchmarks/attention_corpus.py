@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="resume the run in --out (a run cut off by a timeout)")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "attention_corpus")
     parser.add_argument("overrides", nargs="*", help="more icc cluster overrides, e.g. clusterer.orders=1")
@@ -96,7 +97,7 @@ def main() -> None:
     command = [sys.executable, "-m", "pipelines.cluster", "clusterer=attention", f"clusterer.k={k}",
                f"clusterer.seed={args.seed}", f"data.path={args.out / 'sample.csv'}", "data.label_column=label",
                "labeler=none", "report.enabled=false", "ray.progress_bars=false", f"output.dir={run}",
-               "output.overwrite=true", *args.overrides]
+               f"output.overwrite={str(not args.resume).lower()}", *args.overrides]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - start

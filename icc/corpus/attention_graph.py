@@ -85,7 +85,7 @@ class AttentionClusterer(KClusterer):
 
     def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer="auto", layers="every_3",
                  validation_episodes=4, max_text_tokens=48,
-                 orders=1, condition=None, embedding_weight=0.5, n_neighbors=10, episodes_per_batch=4, random_state=0,
+                 orders=1, condition=None, embedding_weight=0.9, n_neighbors=10, episodes_per_batch=4, random_state=0,
                  k_range=(2, 20), auto_sample=5000, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
                          fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
