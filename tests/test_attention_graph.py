@@ -189,7 +189,7 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
     ("clusterer.embedding_weight=2", "embedding_weight must be in [0, 1]"),
     ("clusterer.fit_fraction=0.5", "clusters every row"),
     ("clusterer.layer=x", "layer must be auto or an integer"),
-    ("clusterer.validation_episodes=0", "clusterer.validation_episodes"),
+    ("clusterer.layers=foo", "attention layers must be 'all', 'every_<s>' or a list of integers"),
     ("clusterer.max_text_tokens=0", "clusterer.max_text_tokens"),
     ("clusterer.k=9", "episode_size (8) must be at least the k a prompt asks for (9)"),
 ])

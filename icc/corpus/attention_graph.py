@@ -76,16 +76,16 @@ class AttentionClusterer(KClusterer):
     to episode_size * 1.5); neighbours: share of an episode that is the first row's nearest neighbours;
     layer: decoder layer read (negative: from the last), or "auto" (`choose_corpus_layer`);
     layers: the candidates of auto ("all", "every_<s>" or a list, as `icc incontext` names them);
-    validation_episodes: labelled episodes that auto scores them on; max_text_tokens: each text's first tokens
-    that a prompt shows (None: all); orders: prompts per episode (the first in
-    the episode's shuffled order, then random ones); condition: "by sentiment" etc., or None;
+    validation_episodes: labelled episodes that auto scores them on; max_text_tokens: each text's
+    first tokens that a prompt shows (None: all); orders: prompts per episode (the first in the
+    episode's shuffled order, then random ones); condition: "by sentiment" etc., or None;
     embedding_weight: share of the fused graph that is the embedding kNN graph of `n_neighbors`
     neighbours (0: attention alone, 1: embeddings alone); episodes_per_batch: episodes per prefill.
     """
 
     def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer="auto", layers="every_3",
-                 validation_episodes=4, max_text_tokens=48,
-                 orders=1, condition=None, embedding_weight=0.9, n_neighbors=10, episodes_per_batch=4, random_state=0,
+                 validation_episodes=4, max_text_tokens=48, orders=1, condition=None, embedding_weight=0.9,
+                 n_neighbors=10, episodes_per_batch=4, random_state=0,
                  k_range=(2, 20), auto_sample=5000, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
                          fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
@@ -119,6 +119,7 @@ class AttentionClusterer(KClusterer):
         if self.layer != "auto" and (isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral)):
             raise ICCError(f"clusterer.layer must be auto or an integer (negative: from the last layer), "
                            f"got {self.layer!r}")
+        check_layers(self.layers, 4096)  # the form of clusterer.layers (any depth): the model's is checked at fit
         if self.condition is not None and not isinstance(self.condition, str):
             raise ICCError(f"clusterer.condition must be a string or null, got {self.condition!r}")
         if self.fit_fraction != 1 or self.max_fit_rows is not None:
@@ -317,8 +318,9 @@ def fit_attention(clusterer: AttentionClusterer, shards: Shards, load: dict, poo
     Resume: EPISODES/_episodes.json, written once the episodes are, records what they were made
     from (these settings and the embedded corpus); a re-run with the same ones prompts only the
     batches that have no part-*.parquet yet (one is written, atomically, as each batch comes back).
-    `clusterer.graph_` records the graph for metrics.json: layer (and how it was chosen), episodes, edges, pairs, the k
-    chosen, eigenvalues and LLM seconds (of this run's batches).
+    `clusterer.graph_` records the graph for metrics.json: layer (and how it was chosen), episodes,
+    edges, pairs, the k chosen, eigenvalues and LLM seconds (of this run's batches). A resumed run
+    prompts its validation episodes again (the same ones: the same layer).
     """
     if clusterer.n_clusters != "auto":
         check_k(clusterer.n_clusters, shards.n_embedded)
