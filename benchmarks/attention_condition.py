@@ -41,8 +41,9 @@ def two_attributes(path: Path, per_cell: int, seed: int) -> pd.DataFrame:
 
 def partitions(run: Path, weight: float, k: int, seed: int) -> np.ndarray:
     """The run's edges fused with its embedding kNN graph at `weight`, clustered spectrally into k."""
-    vectors = vector_matrix(pq.read_table(run / "embeddings.parquet")["vector"])
-    vectors = vectors.reshape(len(pd.read_parquet(run / "assignments.parquet")), -1)
+    texts = pd.read_parquet(run / "texts.parquet")
+    embedded = int((texts["reject"] == "").sum())
+    vectors = vector_matrix(pq.read_table(run / "embeddings.parquet")["vector"]).reshape(embedded, -1)
     edges = pq.read_table(run / EDGES).to_pandas()
     attention = affinity_graph(edges["i"].to_numpy(), edges["j"].to_numpy(), edges["weight"].to_numpy(), len(vectors))
     config = json.loads((run / "run.json").read_text())["config"]["clusterer"]
