@@ -161,8 +161,8 @@ def test_fused_with_the_embedding_graph_it_separates_two_obvious_topics_unlabell
 def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episodes_again(ray_address, corpus,
                                                                                            tmp_path):
     out = tmp_path / "run"
-    args = ["cluster", f"ray.address={ray_address}", f"data.path={corpus}", f"output.dir={out}", *TINY,
-            "clusterer.episodes_per_batch=1"]
+    fixed = ["clusterer.episodes_per_batch=1", "clusterer.layer=23"]  # a configured layer: no validation episodes
+    args = ["cluster", f"ray.address={ray_address}", f"data.path={corpus}", f"output.dir={out}", *TINY, *fixed]
     parts = out / "attention_episodes.parquet"
     job = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -176,7 +176,7 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
         job.wait()
     done = {path.name: path.stat().st_mtime_ns for path in parts.glob("part-*.parquet")}
     assert 1 <= len(done) < 6
-    assigned = cluster(ray_address, corpus, out, "clusterer.episodes_per_batch=1")
+    assigned = cluster(ray_address, corpus, out, *fixed)
     assert len(assigned) == 25 and (assigned["cluster"].iloc[:24] >= 0).all()
     assert {name: (parts / name).stat().st_mtime_ns for name in done} == done  # not prompted again
     assert len(list(parts.glob("part-*.parquet"))) == 6 and not list(parts.glob("input-*"))
