@@ -34,6 +34,7 @@ from icc.corpus.attention_graph import (
     knn_graph,
     nearest_neighbours,
     spectral_clusters,
+    truncate_texts,
 )
 from icc.data.parquet import vector_matrix
 from icc.incontext.runner import render_episode
@@ -60,14 +61,18 @@ def scores(labels, truth) -> dict:
     return {name: round(metrics[name], 4) for name in ("acc", "ari", "nmi")}
 
 
-def prompt_tokens(run: Path) -> float:
-    """Mean tokens of one rendered episode prompt (the first order; each order has as many)."""
+def prompt_tokens(run: Path, k: int, max_text_tokens: int | None) -> float:
+    """Mean tokens of one rendered episode prompt as the actors read it (texts cut to
+    max_text_tokens; the first order, each order has as many)."""
     _, tokenizer = load_causal_lm("SmolLM2-135M-Instruct")
     episodes = pq.read_table(run / EPISODES).to_pylist()
     texts = pd.read_parquet(run / "texts.parquet")
     embedded = texts.loc[texts["reject"] == "", "text"].tolist()
-    lengths = [len(tokenizer(render_episode(tokenizer, {"texts": [embedded[i] for i in e["items"]], "k": 4})[0],
-                             add_special_tokens=False)["input_ids"]) for e in episodes]
+    lengths = []
+    for e in episodes:
+        shown = truncate_texts(tokenizer, [embedded[i] for i in e["items"]], max_text_tokens)
+        lengths.append(len(tokenizer(render_episode(tokenizer, {"texts": shown, "k": k})[0],
+                                     add_special_tokens=False)["input_ids"]))
     return float(np.mean(lengths))
 
 
@@ -77,11 +82,13 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--n", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="resume the run in --out (a run cut off by a timeout)")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 0.9, 1.0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "attention_corpus")
     parser.add_argument("overrides", nargs="*", help="more icc cluster overrides, e.g. clusterer.orders=1")
     args = parser.parse_args()
     name = Path(args.data).stem
+    args.out = args.out / name
     args.out.mkdir(parents=True, exist_ok=True)
     sample = stratified(args.data_dir / args.data, args.n, args.seed)
     sample.to_csv(args.out / "sample.csv", index=False)
@@ -90,7 +97,7 @@ def main() -> None:
     command = [sys.executable, "-m", "pipelines.cluster", "clusterer=attention", f"clusterer.k={k}",
                f"clusterer.seed={args.seed}", f"data.path={args.out / 'sample.csv'}", "data.label_column=label",
                "labeler=none", "report.enabled=false", "ray.progress_bars=false", f"output.dir={run}",
-               "output.overwrite=true", *args.overrides]
+               f"output.overwrite={str(not args.resume).lower()}", *args.overrides]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - start
@@ -117,7 +124,7 @@ def main() -> None:
     rows.append({"method": "clusterer=spectral (MiniLM, 10-NN)",
                  **scores(Spectral(n_clusters=k, random_state=args.seed).fit(vectors).labels_, truth)})
 
-    tokens = prompt_tokens(run)
+    tokens = prompt_tokens(run, k, config["max_text_tokens"])
     n = len(truth)
     tokens_per_text = tokens * graph_record["episodes"] * config["orders"] / n
     cost = {
@@ -138,10 +145,12 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"attention_corpus_{name}_{n}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# clusterer=attention on {n} texts of {args.data} (stratified, seed {args.seed}), k={k}", "",
-             f"`flock /tmp/icc-heavy.lock .venv/bin/python benchmarks/attention_corpus.py --n {args.n}"
+             "`flock /tmp/icc-heavy.lock .venv/bin/python benchmarks/attention_corpus.py "
+             f"--data {args.data} --n {args.n}"
              f"{''.join(' ' + o for o in args.overrides)}`; SmolLM2-135M-Instruct layer {cost['layer']}, "
              f"passes {config['passes']}, episode_size {config['episode_size']}, orders {config['orders']}, "
-             f"neighbours {config['neighbours']}; MiniLM embeddings for all rows.", "",
+             f"neighbours {config['neighbours']}, max_text_tokens {config['max_text_tokens']}; "
+             "MiniLM embeddings for all rows.", "",
              "| method | ACC | ARI | NMI |", "|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['acc']:.3f} | {r['ari']:.3f} | {r['nmi']:.3f} |" for r in rows]
     lines += ["", "| cost | value |", "|---|---|"]

@@ -6,11 +6,13 @@ import signal
 import subprocess
 import time
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score
+from transformers import AutoTokenizer
 
 from icc.corpus.attention_graph import (
     affinity_graph,
@@ -18,9 +20,12 @@ from icc.corpus.attention_graph import (
     episode_edges,
     fuse,
     knn_graph,
+    knn_index,
     nearest_neighbours,
     spectral_clusters,
+    truncate_texts,
 )
+from icc.models.hub import resolve_model
 from tests.conftest import BIN, ROOT, run_icc
 
 PETS = ["My cat sleeps on the warm sofa all day.", "The puppy chewed my shoes again.",
@@ -131,7 +136,11 @@ def test_the_preset_assigns_every_row_writes_edges_and_repeats_for_a_seed(ray_ad
     assert (edges["i"] < edges["j"]).all() and np.isfinite(edges["weight"]).all() and (edges["weight"] >= 0).all()
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     graph = metrics["attention_graph"]
-    assert graph["layer"] == 23 and graph["episodes"] == 6 and graph["edges"] == len(edges) and graph["k"] == 2
+    assert graph["episodes"] == 6 and graph["edges"] == len(edges) and graph["k"] == 2
+    # layer=auto with labels: the best of every third layer on 4 labelled validation episodes
+    scored = {int(layer): ari for layer, ari in graph["validation_ari_by_layer"].items()}
+    assert graph["layer_chosen_by"] == "mean ARI on 4 labelled validation episodes (label-steered)"
+    assert sorted(scored) == list(range(2, 30, 3)) and graph["layer"] == max(scored, key=scored.get)
     assert metrics["k"] == 2 and pq.read_table(tmp_path / "a" / "clusters.parquet").num_rows == 2
     again = cluster(ray_address, corpus, tmp_path / "b")
     assert again["cluster"].tolist() == first["cluster"].tolist()
@@ -139,17 +148,21 @@ def test_the_preset_assigns_every_row_writes_edges_and_repeats_for_a_seed(ray_ad
         pq.read_table(tmp_path / "a" / "attention_edges.parquet"))
 
 
-def test_fused_with_the_embedding_graph_it_separates_two_obvious_topics(ray_address, corpus, tmp_path):
-    assigned = cluster(ray_address, corpus, tmp_path / "fused", "clusterer.embedding_weight=0.5")
+def test_fused_with_the_embedding_graph_it_separates_two_obvious_topics_unlabelled(ray_address, corpus, tmp_path):
+    assigned = cluster(ray_address, corpus, tmp_path / "fused", "clusterer.embedding_weight=0.5",
+                       "data.label_column=null")
     truth = np.tile([0, 1], 12)
     assert adjusted_rand_score(truth, assigned["cluster"].iloc[:24]) == 1.0
+    graph = json.loads((tmp_path / "fused" / "metrics.json").read_text())["attention_graph"]
+    assert graph["layer"] == 23  # the llama family's default: no labels to choose it on
+    assert graph["layer_chosen_by"] == "default for the llama family (no labels to choose it on)"
 
 
 def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episodes_again(ray_address, corpus,
                                                                                            tmp_path):
     out = tmp_path / "run"
-    args = ["cluster", f"ray.address={ray_address}", f"data.path={corpus}", f"output.dir={out}", *TINY,
-            "clusterer.episodes_per_batch=1"]
+    fixed = ["clusterer.episodes_per_batch=1", "clusterer.layer=23"]  # a configured layer: no validation episodes
+    args = ["cluster", f"ray.address={ray_address}", f"data.path={corpus}", f"output.dir={out}", *TINY, *fixed]
     parts = out / "attention_episodes.parquet"
     job = subprocess.Popen([BIN / "icc", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -163,7 +176,7 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
         job.wait()
     done = {path.name: path.stat().st_mtime_ns for path in parts.glob("part-*.parquet")}
     assert 1 <= len(done) < 6
-    assigned = cluster(ray_address, corpus, out, "clusterer.episodes_per_batch=1")
+    assigned = cluster(ray_address, corpus, out, *fixed)
     assert len(assigned) == 25 and (assigned["cluster"].iloc[:24] >= 0).all()
     assert {name: (parts / name).stat().st_mtime_ns for name in done} == done  # not prompted again
     assert len(list(parts.glob("part-*.parquet"))) == 6 and not list(parts.glob("input-*"))
@@ -175,9 +188,31 @@ def test_a_run_killed_while_prompting_resumes_without_prompting_the_done_episode
     ("clusterer.episode_size=1", "episode_size must be at least 2"),
     ("clusterer.embedding_weight=2", "embedding_weight must be in [0, 1]"),
     ("clusterer.fit_fraction=0.5", "clusters every row"),
-    ("clusterer.layer=x", "layer must be an integer"),
+    ("clusterer.layer=x", "layer must be auto or an integer"),
+    ("clusterer.layers=foo", "attention layers must be 'all', 'every_<s>' or a list of integers"),
+    ("clusterer.max_text_tokens=0", "clusterer.max_text_tokens"),
     ("clusterer.k=9", "episode_size (8) must be at least the k a prompt asks for (9)"),
 ])
 def test_bad_settings_are_one_line_and_exit_2(tmp_path, corpus, override, message):
     result = run_icc("cluster", f"data.path={corpus}", f"output.dir={tmp_path}", *TINY, override)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_texts_are_cut_after_their_first_tokens():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("SmolLM2-135M-Instruct"))
+    long, short = "The central bank raised interest rates again on Tuesday.", "Stocks fell."
+    cut, kept = truncate_texts(tokenizer, [long, short], 4)
+    assert long.startswith(cut) and len(tokenizer(cut, add_special_tokens=False)["input_ids"]) == 4
+    assert kept == short and truncate_texts(tokenizer, [long], None) == [long]
+
+
+def test_above_the_exact_threshold_an_ivf_index_finds_nearly_the_exact_neighbours():
+    rng = np.random.default_rng(0)  # 3,000 texts' vectors around 30 topics
+    vectors = (rng.normal(size=(30, 16))[rng.integers(30, size=3000)] + 0.3 * rng.normal(size=(3000, 16)))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    exact, _ = nearest_neighbours(vectors, 10)
+    approximate, similarity = nearest_neighbours(vectors, 10, exact_rows=1000)
+    assert isinstance(knn_index(vectors, exact_rows=1000), faiss.IndexIVFFlat)
+    assert approximate.shape == (3000, 10) and not (approximate == np.arange(3000)[:, None]).any()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate, exact)])
+    assert recall > 0.9 and (np.diff(similarity, axis=1) <= 1e-6).all()

@@ -3,6 +3,10 @@ the texts of many small episodes, gathered into one sparse graph over the corpus
 
 Stages, each O(N) or O(edges) for N embedded rows (never O(N^2)):
 
+0. `choose_corpus_layer`: the decoder layer read. `layer: auto` with labels (data.label_column):
+   the candidate layer whose attention best clusters a few labelled validation episodes (mean ARI
+   of per-episode attention spectral clustering, `icc.incontext.layers.choose_layer`): a
+   label-steered choice; the labels touch nothing else. Without labels: `default_layer`.
 1. `corpus_episodes`: every row in `passes` episodes of about `episode_size` rows: a row, its nearest
    unplaced neighbours (faiss) for `neighbours` of the episode, the rest rows from elsewhere, shuffled.
 2. `prompt_episodes`: the prefill (no generation) of each episode's text-clustering prompt on a Ray
@@ -44,13 +48,22 @@ from icc.corpus.shards import Shards, read_vectors
 from icc.errors import ICCError
 from icc.files import read_json, write_json
 from icc.incontext.attention import order_affinity, position_baseline
-from icc.incontext.layers import check_layers
-from icc.incontext.runner import EpisodeRunner, attention_column, num_layers, pool_size
+from icc.incontext.episodes import SCHEMA
+from icc.incontext.layers import check_layers, choose_layer
+from icc.incontext.runner import EpisodeRunner, attention_column, pool_size, run_episodes
+from icc.models.hub import resolve_model
 from icc.ray_runtime import actor_pool, get
 
 EPISODES = "attention_episodes.parquet"  # one row per episode: episode, items, orders (R, n), attention (R, n, n)
 EDGES = "attention_edges.parquet"  # one row per (episode, pair): episode, i, j, weight (embedded row numbers, i < j)
 EPISODES_RECORD = "_episodes.json"  # in EPISODES: what the episodes were made from, and their batches
+# The layer read without labels, as a share of the decoder's depth, by model family (config.model_type):
+# SmolLM2-135M (llama) reads layer 23 of 30 (icc incontext's measurement); other families are not measured.
+DEFAULT_DEPTH = {"llama": 23 / 30}
+DEFAULT_DEPTH_OTHERS = 0.75
+EXACT_KNN_ROWS = 200_000  # up to this many rows the kNN search is exact (faiss flat: O(N^2 d)); above, IVF
+IVF_PROBES = 32  # IVF lists searched per query, of about 4 sqrt(N) (faiss IndexIVFFlat)
+VALIDATION_LABELS = 4  # most labels in one validation episode, so that its ARI has enough items per cluster
 EDGE_SCHEMA = pa.schema([("episode", pa.int64()), ("i", pa.int64()), ("j", pa.int64()), ("weight", pa.float32())])
 
 
@@ -61,14 +74,18 @@ class AttentionClusterer(KClusterer):
 
     passes: episodes each row is in; episode_size: rows per episode (the last of a pass may hold up
     to episode_size * 1.5); neighbours: share of an episode that is the first row's nearest neighbours;
-    layer: decoder layer read (negative: from the last); orders: prompts per episode (the first in
-    the episode's shuffled order, then random ones); condition: "by sentiment" etc., or None;
+    layer: decoder layer read (negative: from the last), or "auto" (`choose_corpus_layer`);
+    layers: the candidates of auto ("all", "every_<s>" or a list, as `icc incontext` names them);
+    validation_episodes: labelled episodes that auto scores them on; max_text_tokens: each text's
+    first tokens that a prompt shows (None: all); orders: prompts per episode (the first in the
+    episode's shuffled order, then random ones); condition: "by sentiment" etc., or None;
     embedding_weight: share of the fused graph that is the embedding kNN graph of `n_neighbors`
     neighbours (0: attention alone, 1: embeddings alone); episodes_per_batch: episodes per prefill.
     """
 
-    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer=-7, orders=1,
-                 condition=None, embedding_weight=0.5, n_neighbors=10, episodes_per_batch=4, random_state=0,
+    def __init__(self, n_clusters=8, *, passes=3, episode_size=30, neighbours=0.5, layer="auto", layers="every_3",
+                 validation_episodes=4, max_text_tokens=48, orders=1, condition=None, embedding_weight=0.9,
+                 n_neighbors=10, episodes_per_batch=4, random_state=0,
                  k_range=(2, 20), auto_sample=5000, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
                          fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
@@ -76,6 +93,9 @@ class AttentionClusterer(KClusterer):
         self.episode_size = episode_size
         self.neighbours = neighbours
         self.layer = layer
+        self.layers = layers
+        self.validation_episodes = validation_episodes
+        self.max_text_tokens = max_text_tokens
         self.orders = orders
         self.condition = condition
         self.embedding_weight = embedding_weight
@@ -88,14 +108,18 @@ class AttentionClusterer(KClusterer):
         check_positive_int(self.orders, "clusterer.orders")
         check_positive_int(self.n_neighbors, "clusterer.n_neighbors")
         check_positive_int(self.episodes_per_batch, "clusterer.episodes_per_batch")
+        check_positive_int(self.max_text_tokens, "clusterer.max_text_tokens", allow_none=True)
         if check_positive_int(self.episode_size, "clusterer.episode_size") < 2:
             raise ICCError(f"clusterer.episode_size must be at least 2, got {self.episode_size}")
         for name in ("neighbours", "embedding_weight"):
             value = getattr(self, name)
             if check_non_negative(value, f"clusterer.{name}") > 1:
                 raise ICCError(f"clusterer.{name} must be in [0, 1], got {value!r}")
-        if isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral):
-            raise ICCError(f"clusterer.layer must be an integer (negative: from the last layer), got {self.layer!r}")
+        check_positive_int(self.validation_episodes, "clusterer.validation_episodes")
+        if self.layer != "auto" and (isinstance(self.layer, bool) or not isinstance(self.layer, numbers.Integral)):
+            raise ICCError(f"clusterer.layer must be auto or an integer (negative: from the last layer), "
+                           f"got {self.layer!r}")
+        check_layers(self.layers, 4096)  # the form of clusterer.layers (any depth): the model's is checked at fit
         if self.condition is not None and not isinstance(self.condition, str):
             raise ICCError(f"clusterer.condition must be a string or null, got {self.condition!r}")
         if self.fit_fraction != 1 or self.max_fit_rows is not None:
@@ -119,14 +143,33 @@ def make_attention_clusterer(name: str, **params) -> AttentionClusterer:
     return clusterer
 
 
-def nearest_neighbours(vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `count` nearest other rows of each unit vector (n, d) by inner product: indices (n, count)
-    int64 (-1 past the n - 1 others) and similarities (n, count) float32, nearest first."""
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    similarity, found = index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(count + 1, len(vectors)))
+def knn_index(vectors: np.ndarray, exact_rows: int = EXACT_KNN_ROWS, seed: int = 0):
+    """A faiss inner-product index holding the float32 unit vectors (n, d): exact (IndexFlatIP) up
+    to `exact_rows` rows; above, IndexIVFFlat over about 4 sqrt(n) lists, trained by k-means on at
+    most 256 vectors a list (drawn from `seed`), searching IVF_PROBES of them (approximate,
+    O(n sqrt(n) d) for all rows instead of O(n^2 d))."""
+    n, d = vectors.shape
+    if n <= exact_rows:
+        index = faiss.IndexFlatIP(d)
+    else:
+        lists = max(1, int(4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+        train = np.random.default_rng(seed).choice(n, min(n, 256 * lists), replace=False)
+        index.train(vectors[np.sort(train)])
+        index.nprobe = min(IVF_PROBES, lists)
+    index.add(vectors)
+    return index
+
+
+def nearest_neighbours(vectors: np.ndarray, count: int, exact_rows: int = EXACT_KNN_ROWS
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` nearest other rows of each unit vector (n, d) by inner product (`knn_index`):
+    indices (n, count) int64 (-1 past the n - 1 others, or where IVF found fewer) and
+    similarities (n, count) float32, nearest first."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    similarity, found = knn_index(vectors, exact_rows).search(vectors, min(count + 1, len(vectors)))
     rows = np.arange(len(vectors))[:, None]
-    others = found != rows  # drop each row itself (not always first among duplicates)
+    others = (found != rows) & (found >= 0)  # drop each row itself (not always first among duplicates)
     order = np.argsort(~others, axis=1, kind="stable")[:, :count]
     found, similarity = np.take_along_axis(found, order, 1), np.take_along_axis(similarity, order, 1)
     keep = np.take_along_axis(others, order, 1)
@@ -275,12 +318,13 @@ def fit_attention(clusterer: AttentionClusterer, shards: Shards, load: dict, poo
     Resume: EPISODES/_episodes.json, written once the episodes are, records what they were made
     from (these settings and the embedded corpus); a re-run with the same ones prompts only the
     batches that have no part-*.parquet yet (one is written, atomically, as each batch comes back).
-    `clusterer.graph_` records the graph for metrics.json: layer, episodes, edges, pairs, the k
-    chosen, eigenvalues and LLM seconds (of this run's batches).
+    `clusterer.graph_` records the graph for metrics.json: layer (and how it was chosen), episodes,
+    edges, pairs, the k chosen, eigenvalues and LLM seconds (of this run's batches). A resumed run
+    prompts its validation episodes again (the same ones: the same layer).
     """
     if clusterer.n_clusters != "auto":
         check_k(clusterer.n_clusters, shards.n_embedded)
-    layer = check_layers([clusterer.layer], num_layers(load["model"], load.get("trust_remote_code", False)))[0]
+    layer, choice = choose_corpus_layer(clusterer, shards, load, pool)
     made_from = json.loads(json.dumps({"clusterer": clusterer.get_params(), "load": load, "layer": layer,
                                        "corpus": shards.key, "rows": shards.embedded}, default=str))
     record = shards.dir / EPISODES / EPISODES_RECORD
@@ -294,8 +338,78 @@ def fit_attention(clusterer: AttentionClusterer, shards: Shards, load: dict, poo
     batches = read_json(record)["batches"]
     seconds = prompt_episodes(shards.dir / EPISODES, batches, clusterer, layer, load, pool)
     fitted, graph = get(_cluster_graph.remote(clusterer, shards))
-    fitted.clusterer.graph_ = {"layer": layer, "llm_seconds": round(seconds, 2), **graph}
+    fitted.clusterer.graph_ = {"layer": layer, **choice, "llm_seconds": round(seconds, 2), **graph}
     return fitted
+
+
+def default_layer(model_type: str, count: int) -> int:
+    """The layer read without labels for a decoder of `count` layers of family `model_type`
+    (DEFAULT_DEPTH of its depth, DEFAULT_DEPTH_OTHERS for a family not measured)."""
+    return min(count - 1, round(DEFAULT_DEPTH.get(model_type, DEFAULT_DEPTH_OTHERS) * count))
+
+
+def choose_corpus_layer(clusterer: AttentionClusterer, shards: Shards, load: dict, pool: dict) -> tuple[int, dict]:
+    """The decoder layer whose attention the corpus episodes are read at, and how it was chosen
+    ({"layer_chosen_by": ..., and for validation "validation_ari_by_layer": {layer: mean ARI}}).
+
+    An integer `clusterer.layer` is used as is. "auto" with labels (data.label_column) and at least
+    two of them: each of `clusterer.validation_episodes` labelled episodes (`_validation_episodes`)
+    is prompted once per order on a pool of LLM actors (`run_episodes`: a prefill that reads every
+    candidate of `clusterer.layers`), and the layer whose attention spectral clustering has the
+    best mean ARI against their labels is read (`choose_layer`, the positional baseline over the
+    validation episodes). This is label-steered: the labels choose the layer and nothing else; the
+    corpus is then clustered without them. "auto" without labels: `default_layer`.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model(load["model"]), trust_remote_code=load.get("trust_remote_code",
+                                                                                                  False))
+    count = config.get_text_config().num_hidden_layers
+    if clusterer.layer != "auto":
+        return check_layers([clusterer.layer], count)[0], {"layer_chosen_by": "config"}
+    candidates = check_layers(clusterer.layers, count)
+    table = get(_validation_episodes.remote(clusterer, shards, load)) if shards.has_labels else None
+    if table is None or table.num_rows == 0:
+        return default_layer(config.model_type, count), {
+            "layer_chosen_by": f"default for the {config.model_type} family (no labels to choose it on)"}
+    generate = {"max_new_tokens": 1, "new_tokens_per_item": None, "constrained": False,
+                "episodes_per_batch": clusterer.episodes_per_batch}
+    rows = run_episodes(table, load, generate, pool, candidates, clusterer.orders, clusterer.random_state)
+    _, summary = choose_layer([], rows, candidates, "auto", clusterer.random_state, baseline=True)
+    scored = summary["validation_ari_by_layer"]
+    return summary["layer"], {
+        "layer_chosen_by": f"mean ARI on {len(rows)} labelled validation episodes (label-steered)",
+        "validation_ari_by_layer": {str(layer): round(ari, 4) for layer, ari in scored.items()},
+    }
+
+
+@ray.remote(num_cpus=1)
+def _validation_episodes(clusterer: AttentionClusterer, shards: Shards, load: dict) -> pa.Table:
+    """Labelled episodes (`icc.incontext.episodes.SCHEMA`, split "validation": read, not answered):
+    each of up to `episode_size` embedded rows drawn at random among those of at most
+    VALIDATION_LABELS of the corpus's labels (drawn at random too), texts cut to max_text_tokens,
+    `labels` their labels numbered in the episode, `k` how many there are. Empty with fewer than
+    two labels."""
+    from transformers import AutoTokenizer
+
+    texts = np.concatenate([_embedded(shards, s, "text") for s in range(len(shards.rows))])
+    labels = np.concatenate([_embedded(shards, s, "label") for s in range(len(shards.rows))])
+    texts, labels = texts[labels != None], labels[labels != None].astype(str)  # noqa: E711 (element-wise)
+    names = np.unique(labels)
+    rng = np.random.default_rng(clusterer.random_state)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(load["model"]),
+                                              trust_remote_code=load.get("trust_remote_code", False))
+    rows = []
+    for episode in range(clusterer.validation_episodes if len(names) > 1 else 0):
+        chosen = rng.choice(names, min(VALIDATION_LABELS, len(names)), replace=False)
+        (pool,) = np.nonzero(np.isin(labels, chosen))
+        items = rng.choice(pool, min(clusterer.episode_size, len(pool)), replace=False)
+        _, numbered = np.unique(labels[items], return_inverse=True)
+        rows.append({"episode": episode, "split": "validation", "seed": episode, "k": int(numbered.max()) + 1,
+                     "n": len(items), "texts": truncate_texts(tokenizer, texts[items].tolist(),
+                                                              clusterer.max_text_tokens),
+                     "labels": numbered.tolist(), "condition": clusterer.condition})
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
 @ray.remote(num_cpus=1)
@@ -303,7 +417,7 @@ def _write_episodes(clusterer: AttentionClusterer, shards: Shards) -> int:
     """Stage 1 in a task: writes the episodes with their texts, `episodes_per_batch` a file, to
     shards.dir/EPISODES/input-*.parquet; returns the number of files."""
     vectors = _vectors(shards)
-    texts = np.concatenate([_embedded_texts(shards, s) for s in range(len(shards.rows))])
+    texts = np.concatenate([_embedded(shards, s, "text") for s in range(len(shards.rows))])
     near = int(round(clusterer.neighbours * (clusterer.episode_size - 1)))
     neighbours, _ = nearest_neighbours(vectors, max(clusterer.n_neighbors, 2 * near))
     episodes = corpus_episodes(neighbours, clusterer.passes, clusterer.episode_size, clusterer.neighbours,
@@ -321,28 +435,43 @@ def _vectors(shards: Shards) -> np.ndarray:
     return np.concatenate([read_vectors(shards, s) for s in range(len(shards.rows))])
 
 
-def _embedded_texts(shards: Shards, shard: int) -> np.ndarray:
-    rows = pq.read_table(shards.texts(shard), columns=["text", "reject"])
+def _embedded(shards: Shards, shard: int, column: str) -> np.ndarray:
+    """A column (text, label) of the shard's embedded rows, as an object array."""
+    rows = pq.read_table(shards.texts(shard), columns=[column, "reject"])
     embedded = rows["reject"].to_numpy(zero_copy_only=False) == ""
-    return rows["text"].to_numpy(zero_copy_only=False)[embedded]
+    return rows[column].to_numpy(zero_copy_only=False)[embedded]
+
+
+def truncate_texts(tokenizer, texts: list[str], max_tokens: int | None) -> list[str]:
+    """Each text cut after its first `max_tokens` tokens of `tokenizer` (a fast one; None: as is)."""
+    if max_tokens is None:
+        return texts
+    offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [text[:spans[max_tokens - 1][1]] if len(spans) > max_tokens else text for text, spans in zip(texts, offsets)]
 
 
 class EpisodeAttention:
     """Ray Data actor: an `EpisodeRunner` that reads one layer's attention and answers nothing (a
-    prefill per prompt order). For each `input` file of a batch (episodes as `_write_episodes`
-    writes them) it writes the episodes' episode, items, orders (R, n) and attention (R, n, n) to
-    the file's part-*.parquet (atomically, so a killed run leaves whole parts only); returns the
-    inputs with their LLM `seconds`."""
+    prefill per prompt order, stopped after that layer), each text cut to `max_text_tokens`. For
+    each `input` file of a batch (episodes as `_write_episodes` writes them) it writes the
+    episodes' episode, items, orders (R, n) and attention (R, n, n) to the file's part-*.parquet
+    (atomically, so a killed run leaves whole parts only); returns the inputs with their LLM
+    `seconds`."""
 
-    def __init__(self, layer: int, **runner):
+    def __init__(self, layer: int, max_text_tokens: int | None, **runner):
         self.runner = EpisodeRunner(layers=[layer], **runner)
         self.column = attention_column(layer)
+        self.max_text_tokens = max_text_tokens
 
     def __call__(self, batch: dict) -> dict:
         seconds = []
         for path in map(Path, batch["input"]):
             start = time.perf_counter()
-            read = self.runner(pq.read_table(path))
+            episodes = pq.read_table(path)
+            texts = [truncate_texts(self.runner.tokenizer, t, self.max_text_tokens)
+                     for t in episodes["texts"].to_pylist()]
+            episodes = episodes.set_column(episodes.schema.get_field_index("texts"), "texts", pa.array(texts))
+            read = self.runner(episodes)
             seconds.append(time.perf_counter() - start)
             part = pa.table({"episode": read["episode"], "items": read["items"], "orders": read["attention_orders"],
                              "attention": read[self.column]})
@@ -366,7 +495,7 @@ def prompt_episodes(directory: Path, batches: int, clusterer: AttentionClusterer
     if todo:
         actors, num_threads = pool_size(pool, len(todo))
         runner = {**load, "num_threads": num_threads, "layer": layer, "orders": clusterer.orders,
-                  "seed": clusterer.random_state}
+                  "seed": clusterer.random_state, "max_text_tokens": clusterer.max_text_tokens}
         ds = ray.data.from_items([{"input": path} for path in todo], override_num_blocks=len(todo)).map_batches(
             EpisodeAttention, fn_constructor_kwargs=runner, batch_size=1,
             **actor_pool(actors, pool["num_gpus"], pool["cpus_per_actor"]),

@@ -22,14 +22,22 @@ from sklearn.cluster import SpectralClustering
 from icc.errors import ICCError
 
 
+class _AttentionRead(Exception):
+    """Raised by the hook of the last requested layer to end a pass whose output is not needed."""
+
+
 @contextmanager
-def capture_item_attention(model, layers: Sequence[int], membership: torch.Tensor) -> Iterator[dict[int, np.ndarray]]:
+def capture_item_attention(model, layers: Sequence[int], membership: torch.Tensor,
+                           stop: bool = False) -> Iterator[dict[int, np.ndarray]]:
     """Record item-level attention during the next forward pass of `model` over a batch.
 
     membership: (B, n, T) item weights of the batch's B sequences of T tokens (left-padded, as
         `generate` pads): row i of sequence b is 1 / len(item i) on item i's tokens, 0 elsewhere
         (all-zero for the items a shorter episode does not have); see `item_membership`.
     layers: indices into the decoder's layers (`model.get_decoder().layers`).
+    stop: end the pass once the last requested layer is read (the layers after it and the logits
+        are not computed; the pass, e.g. `prefill`, returns nothing): for a pass run only for its
+        attention. The `with` block then ends quietly.
     Yields {layer: (B, n, n) float32}, filled once the pass has run: M W M^T with W the layer's
     head-averaged attention (B, T, T), so entry [b, i, j] is the mean attention of item i's tokens
     to item j's. Only the first pass is read, so the prefill of `model.generate` serves: the
@@ -37,23 +45,24 @@ def capture_item_attention(model, layers: Sequence[int], membership: torch.Tenso
 
     The requested layers run eager attention in that pass (sdpa and flash kernels never form the
     weights), so the weights are exactly the model's own, whatever it adds to plain softmax
-    attention (sliding windows, soft-capping, sinks); the others keep the model's kernel. A forward
-    hook reduces each requested layer's (B, heads, T, T) weights to items at once: the pass keeps
-    (B, n, n) per requested layer, where `output_attentions=True` keeps (B, heads, T, T) for every
-    layer; and only the layer being computed holds its weights, as eager attention does.
+    attention (sliding windows, soft-capping, sinks); every other layer keeps the model's kernel.
+    A forward hook reduces each requested layer's (B, heads, T, T) weights to items at once: the
+    pass keeps (B, n, n) per requested layer, where `output_attentions=True` keeps (B, heads, T, T)
+    for every layer; and only the layer being computed holds its weights, as eager attention does.
     """
     decoder_layers = model.get_decoder().layers
     membership = membership.to(device=model.device, dtype=torch.float32)
     previous = model.config._attn_implementation
     captured: dict[int, np.ndarray] = {}
+    wanted = set(layers)
 
     # The pass starts under eager attention, so the model builds the additive float mask that eager
-    # needs (and other kernels accept); each requested layer runs eager until it is read, every
-    # other layer and every later pass (generate's decoding steps) with the previous, faster kernel.
-    def to_eager(layer: int):
+    # needs (and other kernels accept); then each layer's pre-hook picks its kernel: eager for a
+    # requested layer not read yet, the previous, faster one for every other layer and every later
+    # pass (generate's decoding steps).
+    def choose_kernel(layer: int):
         def pre_hook(module, args) -> None:
-            if layer not in captured:
-                model.set_attn_implementation("eager")
+            model.set_attn_implementation("eager" if layer in wanted and layer not in captured else previous)
 
         return pre_hook
 
@@ -68,15 +77,22 @@ def capture_item_attention(model, layers: Sequence[int], membership: torch.Tenso
                 raise ICCError(f"attention over {weights.shape[-1]} tokens, but items over {membership.shape[-1]}")
             captured[layer] = item_attention(weights.mean(dim=1, dtype=torch.float32), membership).cpu().numpy()
             model.set_attn_implementation(previous)
+            if stop and len(captured) == len(wanted):
+                raise _AttentionRead
 
         return hook
 
-    attention_modules = [decoder_layers[layer].self_attn for layer in layers]
-    handles = [m.register_forward_pre_hook(to_eager(layer)) for m, layer in zip(attention_modules, layers)]
-    handles += [m.register_forward_hook(reduce_to_items(layer)) for m, layer in zip(attention_modules, layers)]
+    handles = []
+    if layers:
+        for index, layer in enumerate(decoder_layers):
+            handles.append(layer.self_attn.register_forward_pre_hook(choose_kernel(index)))
+        for layer in wanted:
+            handles.append(decoder_layers[layer].self_attn.register_forward_hook(reduce_to_items(layer)))
     model.set_attn_implementation("eager" if layers else previous)
     try:
         yield captured
+    except _AttentionRead:
+        pass
     finally:
         for handle in handles:
             handle.remove()

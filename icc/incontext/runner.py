@@ -127,7 +127,7 @@ def _read_prompts(model, tokenizer, episodes: list[dict], layers: Sequence[int],
     for row, (offsets, (_, spans)) in enumerate(zip(batch["offset_mapping"], rendered)):
         membership[row, : len(spans)] = item_membership(char_spans_to_token_spans(offsets, spans), length)
     replies = None
-    with capture_item_attention(model, layers, torch.from_numpy(membership)) as attention:
+    with capture_item_attention(model, layers, torch.from_numpy(membership), stop=options is None) as attention:
         if options is None:
             prefill(model, batch["input_ids"], batch["attention_mask"])
         else:
