@@ -7,6 +7,7 @@ from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus.embed_stage import check_embed_settings
 from icc.corpus.incremental import open_state, print_summary, run_incremental
+from icc.corpus.shares import write_shares_report
 from icc.pipeline import hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
@@ -22,6 +23,7 @@ def run(cfg: DictConfig) -> None:
                                            clusterer, cfg.output.shard_rows,
                                            **to_kwargs(cfg.schedule, "state", "rebuild"))
         write_run_record(run_dir, "incremental", cfg)
+        write_shares_report(state_dir)  # the cluster shares over the partitions, in schedule.state/report.html
     print_summary(run_dir, metrics)
 
 

@@ -18,6 +18,7 @@ from conftest import ROOT, TEXT, run_icc
 
 from icc.cluster import make_clusterer
 from icc.corpus.incremental import State, open_state, read_assignments, run_incremental
+from icc.corpus.shares import cluster_shares, write_shares_report
 from icc.errors import ICCError
 
 FIRST, ROWS = 160, 40  # rows of the first partition, of the later ones
@@ -63,6 +64,7 @@ def test_incremental_runs(ray_session, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["pipeline"] == "incremental"
     assert first["action"] == "fit" and first["new_partitions"] == ["date=2026-01-01"]
     assert first["rows_embedded_this_run"] == FIRST and first["fit"]["rows"] == FIRST
+    assert "cluster shares in state" in (state / "report.html").read_text()
     fitted = snapshot(state)
 
     again = schedule(data, state)  # nothing new: nothing embedded, nothing changes
@@ -98,6 +100,14 @@ def test_incremental_runs(ray_session, tmp_path):
     assert drifted["action"] == "refit" and drifted["refit_reason"].startswith("drift:")
     assert drifted["fit"]["partitions"] == [f"date=2026-01-0{d}" for d in (1, 2, 3)]
     assert len(State.load(state).runs) == 7
+
+    # The shares over time: one row per partition summing to 1; the banking partition piles into few clusters.
+    shares = cluster_shares(state)
+    assert list(shares.index) == [f"date=2026-01-0{d}" for d in (1, 2, 3)] and shares.shape[1] == 4
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    assert shares.loc["date=2026-01-03"].max() > shares.loc["date=2026-01-01"].max()
+    page = write_shares_report(state).read_text()
+    assert "<h2>Shares by partition</h2>" in page and "<h2>Runs</h2>" in page and "<td>date=2026-01-03</td>" in page
 
 
 def test_files_beside_the_partitions_are_refused(tmp_path):

@@ -130,16 +130,16 @@ def write_report(run: ClusterRun, path, max_points: int = 20000, projection: str
     title = f"icc: {'search' if searched else 'clusters'} in {run.dir.name}"
     summary = f"Query: <b>{html.escape(query)}</b>" if searched else f"Run: {html.escape(str(run.dir))}"
     columns = ["rank", "score", "cluster", "name", "text"]  # of the results table
-    sections = [_table("Results", columns, [[h[key] for key in columns] for h in hits])] if searched else []
+    sections = [html_table("Results", columns, [[h[key] for key in columns] for h in hits])] if searched else []
     order = np.argsort(-run.sizes, kind="stable")
-    sections.append(_table("Clusters", ["cluster", "size", "name", "keywords", "texts nearest the centre"], [
+    sections.append(html_table("Clusters", ["cluster", "size", "name", "keywords", "texts nearest the centre"], [
         [c, run.sizes[c], run.names[c], ", ".join(run.representation[c] or []),
          [_short(t, EXAMPLE_CHARS) for t in run.central_texts[c][:EXAMPLE_TEXTS]]] for c in order]))
     labels = run.labels()
     if labels is not None:
         sections.append(_label_table(run, labels, order))
     sections.append(hierarchy_section(run))
-    sections.append(_table("Metrics", ["metric", "value"], shown_metrics(run.metrics)))
+    sections.append(html_table("Metrics", ["metric", "value"], shown_metrics(run.metrics)))
     page = PAGE.format(title=html.escape(title), summary=summary, sections="\n".join(sections),
                        figure=fig.to_html(full_html=False, include_plotlyjs=True, config={"responsive": True}))
     path = Path(path)
@@ -210,10 +210,10 @@ def _label_table(run: ClusterRun, labels: np.ndarray, order: np.ndarray) -> str:
         rows.append([run.cluster_label(c), *majority, *[int(per.get(x, 0)) for x in shown],
                      *([rest] if len(names) > len(shown) else [])])
     extra = ["other"] if len(names) > len(shown) else []
-    return _table("Clusters by label", ["cluster", "majority label", "share", *shown, *extra], rows)
+    return html_table("Clusters by label", ["cluster", "majority label", "share", *shown, *extra], rows)
 
 
-def _table(heading: str, columns: list[str], rows: list[list]) -> str:
+def html_table(heading: str, columns: list[str], rows: list[list]) -> str:
     def cell(value) -> str:
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             shown = f"{value:,}" if isinstance(value, (int, np.integer)) else f"{value:.4g}"
