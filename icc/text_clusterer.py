@@ -1,4 +1,4 @@
-"""`icc.TextClusterer`: the whole job on a list of texts in one estimator, in this process, no Ray.
+"""`icc.TextClusterer`: the whole job on a list of texts in one estimator (in this process, or on Ray when large).
 
     from icc import TextClusterer
     model = TextClusterer(n_clusters=6).fit(texts)
@@ -25,6 +25,9 @@ from icc.errors import ICCError
 LABELER_NAMES = ("keywords", "none")
 SAVED_FROM = "memory://icc.TextClusterer"  # the data.path of a saved run: texts held in memory
 REPORT_SETTINGS = {"max_points": 20000, "projection": "pca", "seed": 0}
+BACKENDS = ("auto", "local", "ray")
+RAY_ABOVE = 100_000  # texts beyond which backend="auto" fits with the icc cluster pipeline on Ray
+EMBEDDER_LOAD_KEYS = ("model", "max_length", "pooling", "dtype", "trust_remote_code", "allow_pickle")
 
 
 class TextClusterer(ClusterMixin, BaseEstimator):
@@ -40,6 +43,11 @@ class TextClusterer(ClusterMixin, BaseEstimator):
     labeler: "keywords" (c-TF-IDF), "none" / None, or a labeler object with `label(cluster_texts, centroids)`
         and `texts_per_cluster` (e.g. `icc.corpus.labeler.LLMLabeler`, which needs Ray started).
     random_state: the clusterer's seed.
+    backend: "local" (embed and cluster in this process, no Ray), "ray" (fit runs the `icc cluster`
+        pipeline, `python -m pipelines.cluster`, on Ray: the actor pool embeds, Ray tasks cluster;
+        the clusterer and labeler by name only), or "auto": "ray" beyond `RAY_ABOVE` texts.
+    run_dir: where backend "ray" writes its run directory (None: a new temporary directory);
+    ray_address: the Ray cluster it joins ("auto", "host:port"; None: a local Ray for the run).
 
     After `fit(texts)` on n texts: `labels_` (n,) int64 (-1: noise), `distances_` (n,) float32 to
     the own centroid (nan for noise), `names_` (k names, None where none), `cluster_centers_`
@@ -52,12 +60,15 @@ class TextClusterer(ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters=None, *, embedder="all-MiniLM-L6-v2", clusterer="kmeans", labeler="keywords",
-                 random_state=0):
+                 random_state=0, backend="auto", run_dir=None, ray_address=None):
         self.n_clusters = n_clusters
         self.embedder = embedder
         self.clusterer = clusterer
         self.labeler = labeler
         self.random_state = random_state
+        self.backend = backend
+        self.run_dir = run_dir
+        self.ray_address = ray_address
 
     def _embedder_kwargs(self) -> dict:
         from icc.models.embedder import check_embedder
@@ -65,8 +76,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         kwargs = {"model": self.embedder} if isinstance(self.embedder, str) else self.embedder
         if not isinstance(kwargs, dict) or "model" not in kwargs:
             raise ICCError(f"embedder must be a model name or a dict with a 'model' key, got {self.embedder!r}")
-        load = ("model", "max_length", "pooling", "dtype", "trust_remote_code", "allow_pickle")
-        check_embedder(**{key: value for key, value in kwargs.items() if key in load})
+        check_embedder(**{key: value for key, value in kwargs.items() if key in EMBEDDER_LOAD_KEYS})
         return kwargs
 
     def _make_clusterer(self):
@@ -107,10 +117,14 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         from icc.models.embedder import TextEmbedder
 
         texts = check_texts(texts)
+        if self.backend not in BACKENDS:
+            raise ICCError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         embedder_kwargs, clusterer = self._embedder_kwargs(), self._make_clusterer()
         labeler = self._make_labeler(embedder_kwargs)
         if getattr(clusterer, "n_clusters", "auto") != "auto":
             check_k(clusterer.n_clusters, len(texts))  # before the model loads
+        if self.backend == "ray" or (self.backend == "auto" and len(texts) > RAY_ABOVE):
+            return self._fit_on_ray(texts, embedder_kwargs)
         self.embedder_ = TextEmbedder(**embedder_kwargs)
         self.vectors_, tokens = self.embedder_.embed_with_lengths(texts)
         self.truncated_ = tokens >= self.embedder_.max_length
@@ -118,6 +132,51 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         self.clusterer_, self.labeler_ = clusterer.fit(self.vectors_), labeler
         self._describe(self.clusterer_.labels_, self.clusterer_.cluster_centers_)
         return self
+
+    def _fit_on_ray(self, texts: list[str], embedder_kwargs: dict):
+        """Fit by the `icc cluster` pipeline on Ray over `texts` written to a Parquet file, then read its run."""
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        import pyarrow as pa
+
+        from icc.cluster import takes_k
+        from icc.corpus.rundir import load_run
+
+        if not isinstance(self.clusterer, str) or not (self.labeler is None or isinstance(self.labeler, str)):
+            raise ICCError('backend="ray" takes the clusterer and the labeler by name, not as objects')
+        source = Path(tempfile.mkdtemp(prefix="icc-texts-")) / "texts.parquet"
+        pq.write_table(pa.table({"text": texts}), source)
+        out = Path(self.run_dir) if self.run_dir is not None else Path(tempfile.mkdtemp(prefix="icc-run-"))
+        k = "auto" if self.n_clusters is None else self.n_clusters
+        overrides = ["data=file", f"data.path={source}", "data.text_column=text", "data.label_column=null",
+                     f"clusterer={self.clusterer}", *([f"clusterer.k={k}"] if takes_k(self.clusterer) else []),
+                     f"clusterer.seed={self.random_state}", f"labeler={self.labeler or 'none'}",
+                     f"ray.address={self.ray_address or ''}", "report.enabled=false", f"output.dir={out}",
+                     *[f"embedder.{key}={value}" for key, value in embedder_kwargs.items() if key in EMBEDDER_LOAD_KEYS]]
+        done = subprocess.run([sys.executable, "-m", "pipelines.cluster", *overrides])
+        if done.returncode != 0:
+            raise ICCError(f"the icc cluster pipeline stopped with exit code {done.returncode} (its run: {out})")
+        self._restore(load_run(out))
+        return self
+
+    def _restore(self, run) -> None:
+        """Set the fitted attributes from an `icc cluster` run directory read by `load_run`: its texts,
+        vectors, centroids and names; the clusterer holds the centroids (and every point as its kNN
+        sample with assign="knn"), so `transform` assigns as after a fit."""
+        from icc.models.embedder import TextEmbedder
+
+        self.labeler_, self.embedder_ = self._make_labeler(run.embedder), TextEmbedder(**run.embedder)
+        self.texts_, self.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
+        self.truncated_ = np.zeros(len(run.rows), bool)
+        self.clusterer_ = self._make_clusterer()
+        self.clusterer_.cluster_centers_, self.clusterer_.n_features_in_ = run.centroids, run.vectors.shape[1]
+        self.clusterer_.fit_rows_ = len(run.rows)
+        self.clusterer_.sample_ = (run.vectors, run.cluster) if self.clusterer_.assign == "knn" else None
+        self._describe(run.cluster, run.centroids)
+        self.names_ = run.names  # the run's names (an LLM's, say)
 
     def _describe(self, labels: np.ndarray, centers: np.ndarray) -> None:
         """Set the fitted attributes that follow from the labels and centroids."""
@@ -279,7 +338,6 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         point as its kNN sample with assign="knn"), so `transform` assigns as after the fit."""
         from icc.cluster import make_clusterer
         from icc.corpus.rundir import load_run
-        from icc.models.embedder import TextEmbedder
 
         run = load_run(directory)
         params = run.config.get("text_clusterer")
@@ -289,15 +347,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             clusterer = params["clusterer"]
             params["clusterer"] = make_clusterer(clusterer.pop("name"), **clusterer)
         model = cls(**params)
-        model.labeler_, model.embedder_ = model._make_labeler(run.embedder), TextEmbedder(**run.embedder)
-        model.texts_, model.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
-        model.truncated_ = np.zeros(len(run.rows), bool)
-        model.clusterer_ = model._make_clusterer()
-        model.clusterer_.cluster_centers_, model.clusterer_.n_features_in_ = run.centroids, run.vectors.shape[1]
-        model.clusterer_.fit_rows_ = len(run.rows)
-        model.clusterer_.sample_ = (run.vectors, run.cluster) if model.clusterer_.assign == "knn" else None
-        model._describe(run.cluster, run.centroids)
-        model.names_ = run.names  # the saved names (an LLM's, say)
+        model._restore(run)
         return model
 
     def report(self, path):

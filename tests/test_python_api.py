@@ -1,4 +1,4 @@
-"""icc.TextClusterer in this process (no Ray): fit, predict, transform, cluster_info, search, merge,
+"""icc.TextClusterer in this process (and once through the Ray pipeline): fit, predict, transform, cluster_info, search, merge,
 clone and bad input, on 48 Banking77 texts of 4 intents with MiniLM (one fit for the module)."""
 
 import copy
@@ -93,7 +93,8 @@ def test_merge_joins_two_clusters_and_names_them_again(model):
 def test_clone_keeps_the_parameters_and_no_fitted_state(model):
     copy = clone(model)
     assert copy.get_params() == {"clusterer": "kmeans", "embedder": "all-MiniLM-L6-v2", "labeler": "keywords",
-                                 "n_clusters": 4, "random_state": 0}
+                                 "n_clusters": 4, "random_state": 0, "backend": "auto", "run_dir": None,
+                                 "ray_address": None}
     assert not hasattr(copy, "labels_")
     assert copy.set_params(n_clusters="auto").n_clusters == "auto"
     est = icc.TextClusterer(clusterer=HDBSCAN(min_cluster_size=3, reduce_outliers=True))
@@ -113,12 +114,23 @@ def test_clone_keeps_the_parameters_and_no_fitted_state(model):
     ({"labeler": "bert"}, ["a", "b"], "labeler must be one of keywords, none"),
     ({"embedder": 5}, ["a", "b"], "embedder must be a model name"),
     ({"embedder": "/no/such/model"}, ["a", "b"], "model path /no/such/model does not exist"),
+    ({"backend": "gpu"}, ["a", "b"], "backend must be one of auto, local, ray"),
+    ({"backend": "ray", "clusterer": HDBSCAN()}, ["a", "b"], "takes the clusterer and the labeler by name"),
 ])
 def test_bad_input_is_refused_before_the_model_loads(params, texts, message):
     model = icc.TextClusterer(**params)
     with pytest.raises(ICCError, match=message):
         model.fit(texts)
     assert not hasattr(model, "embedder_")
+
+
+def test_the_ray_backend_fits_with_the_icc_cluster_pipeline(ray_address, corpus, model, tmp_path):
+    texts, y = corpus
+    on_ray = icc.TextClusterer(n_clusters=4, backend="ray", run_dir=tmp_path / "run", ray_address=ray_address)
+    assert on_ray.fit(texts) is on_ray and (tmp_path / "run" / "_SUCCESS").exists()  # an icc cluster run
+    assert on_ray.texts_ == texts and on_ray.vectors_.shape == model.vectors_.shape
+    assert external_metrics(y, on_ray.labels_)["ari"] > 0.9 and len(on_ray.names_) == 4
+    np.testing.assert_array_equal(on_ray.predict(texts[:6]), on_ray.labels_[:6])
 
 
 def test_save_writes_a_run_that_load_and_icc_search_read(model, tmp_path):
