@@ -13,7 +13,7 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
   stop early at `tol`), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
 - scikit-learn: `KMeans(n_init=1, max_iter)` as users call it (k-means++ on all rows: over an hour
   at k = 1,000 on 2 cores), the same seeded with k-means++ on a sample of max(10000, 40 k) rows
-  like ours (`sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
+  like ours in memory (the same sample and k-means++ seeds, `sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
 
     python benchmarks/scale_kmeans.py --k 100
     python benchmarks/scale_kmeans.py --k 1000 --methods ours faiss faiss_defaults sklearn_kmeans_sample_seeded sklearn_minibatch
@@ -59,7 +59,7 @@ def timed(fn):
 def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
     import ray
     from sklearn.cluster import KMeans as SKMeans
-    from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
+    from sklearn.cluster import MiniBatchKMeans
 
     from icc.cluster import KMeans
 
@@ -83,9 +83,9 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     def sk_kmeans_sample_seeded():
-        size = KMeans(n_clusters=k).seed_sample_size(len(X), k)  # the sample that ours seeds from
-        sample = X[np.random.default_rng(0).choice(len(X), size, replace=False)]
-        seeds = kmeans_plusplus(sample, k, random_state=0)[0]
+        kmeans = KMeans(n_clusters=k)  # the sample size and seeding of ours in memory
+        sample = X[np.sort(np.random.default_rng(0).choice(len(X), kmeans.seed_sample_size(len(X), k), replace=False))]
+        seeds = kmeans._seeds(sample, k, 0)
         model = SKMeans(n_clusters=k, init=seeds, n_init=1, max_iter=max_iter).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
