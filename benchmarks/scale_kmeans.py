@@ -72,7 +72,7 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, 
 
     def faiss_ours():
         model = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, backend="faiss", random_state=0).fit(X)
-        return model.cluster_centers_, {}
+        return model.cluster_centers_, {"iterations": model.n_iter_}
 
     def faiss_default():
         km = faiss.Kmeans(X.shape[1], k, niter=max_iter, seed=0)
