@@ -3,7 +3,7 @@
 One Lloyd pass of ours (`icc.cluster.kmeans._partial_sums`'s work, in process: faiss's exact
 nearest centroid, then the sparse members @ X sums) next to the same pass by scikit-learn
 (`KMeans(init=seeds, max_iter=1)`) and faiss (`faiss.Kmeans(niter=1)`), and k-means++ seeding
-on the sample that ours seeds from, on the vectors of `scale_kmeans.mixture`; also the nearest
+on the sample that ours seeds from (as ours calls it, in float64, and on the float32 sample), on the vectors of `scale_kmeans.mixture`; also the nearest
 centroid by a bfloat16 matrix product in torch (AMX on CPUs that have it) and the share of rows it
 assigns elsewhere than the exact float32 search, as a candidate for the pass. Medians of
 `--repeats`; the matrix-product FLOPs of a pass (2 n k d) against a measured float32 peak.
@@ -52,8 +52,9 @@ def main() -> None:
     for k in args.k:
         size = KMeans(n_clusters=k).seed_sample_size(len(X), k)
         sample = X[np.sort(np.random.default_rng(0).choice(len(X), size, replace=False))]
-        seed_s = median_seconds(lambda: kmeans_plusplus(sample, k, random_state=0), 1)
-        seeds = kmeans_plusplus(sample, k, random_state=0)[0].astype(np.float32)
+        seed_float32_s = median_seconds(lambda: kmeans_plusplus(sample, k, random_state=0), 1)
+        seeds = KMeans(n_clusters=k)._seeds(sample, k, 0)
+        seed_s = median_seconds(lambda: KMeans(n_clusters=k)._seeds(sample, k, 0), 1)
         index = faiss.IndexFlatL2(384)
         index.add(seeds)
         nearest = index.search(X, 1)[1][:, 0]
@@ -78,7 +79,7 @@ def main() -> None:
             km.train(X, init_centroids=seeds)
         faiss_s = median_seconds(faiss_pass, args.repeats)
         flops = 2 * len(X) * k * 384
-        out["k"][k] = {"seed_sample": size, "kmeans_plusplus_seconds": seed_s,
+        out["k"][k] = {"seed_sample": size, "kmeans_plusplus_seconds": seed_s, "kmeans_plusplus_on_float32_seconds": seed_float32_s,
                        "ours_pass": {"faiss_search_seconds": search_s, "sparse_sums_seconds": sums_s,
                                      "fraction_of_peak": flops / search_s / peak},
                        "bf16_torch_nearest_seconds": bf16_s, "bf16_rows_assigned_differently": bf16_differs,

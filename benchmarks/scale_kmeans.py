@@ -4,7 +4,8 @@ The vectors: a Gaussian mixture of 2,000 components in 384 dimensions (component
 spread 0.7), unit-normalised like sentence embeddings, float32. Every method gets the same
 vectors, k, seed 0, one initialisation and at most `--max-iter` Lloyd iterations (a bound: full
 scikit-learn KMeans on 1M x 384 with k = 1,000 would take far longer on 2 cores); the inertia of
-each result is computed the same way, over all the vectors (faiss exact nearest centroid).
+each result is computed the same way, over all the vectors (faiss exact nearest centroid);
+times are medians of `--repeats` runs, the methods alternating.
 
 - ours: `icc.cluster.KMeans(backend="ray").fit_blocks` over 16 blocks in the object store of a
   local Ray (2 CPUs), k-means++ seeding on a sample of max(10000, 40 k) rows;
@@ -13,7 +14,7 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
   stop early at `tol`), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
 - scikit-learn: `KMeans(n_init=1, max_iter)` as users call it (k-means++ on all rows: over an hour
   at k = 1,000 on 2 cores), the same seeded with k-means++ on a sample of max(10000, 40 k) rows
-  like ours (`sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
+  like ours in memory (the same sample and k-means++ seeds, `sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
 
     python benchmarks/scale_kmeans.py --k 100
     python benchmarks/scale_kmeans.py --k 1000 --methods ours faiss faiss_defaults sklearn_kmeans_sample_seeded sklearn_minibatch
@@ -56,10 +57,10 @@ def timed(fn):
     return time.perf_counter() - start, centroids
 
 
-def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
+def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, save) -> dict:
     import ray
     from sklearn.cluster import KMeans as SKMeans
-    from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
+    from sklearn.cluster import MiniBatchKMeans
 
     from icc.cluster import KMeans
 
@@ -71,7 +72,7 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
 
     def faiss_ours():
         model = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, backend="faiss", random_state=0).fit(X)
-        return model.cluster_centers_, {}
+        return model.cluster_centers_, {"iterations": model.n_iter_}
 
     def faiss_default():
         km = faiss.Kmeans(X.shape[1], k, niter=max_iter, seed=0)
@@ -83,9 +84,9 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     def sk_kmeans_sample_seeded():
-        size = KMeans(n_clusters=k).seed_sample_size(len(X), k)  # the sample that ours seeds from
-        sample = X[np.random.default_rng(0).choice(len(X), size, replace=False)]
-        seeds = kmeans_plusplus(sample, k, random_state=0)[0]
+        kmeans = KMeans(n_clusters=k)  # the sample size and seeding of ours in memory
+        sample = X[np.sort(np.random.default_rng(0).choice(len(X), kmeans.seed_sample_size(len(X), k), replace=False))]
+        seeds = kmeans._seeds(sample, k, 0)
         model = SKMeans(n_clusters=k, init=seeds, n_init=1, max_iter=max_iter).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
@@ -98,15 +99,17 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], save) -> dict:
     if "ours" in methods and not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     out = {}
-    for name in methods:
-        fn = fns[name]
-        seconds, (centroids, extra) = timed(fn)
-        out[name] = {"seconds": round(seconds, 1), "inertia": round(inertia(X, centroids), 2), **extra}
-        best = min(r["inertia"] for r in out.values())
-        for r in out.values():
-            r["inertia_vs_best"] = round(r["inertia"] / best - 1, 5)
-        print(k, name, out[name], flush=True)
-        save(out)
+    for _ in range(repeats):  # the methods alternate; each one's median time and last inertia
+        for name in methods:
+            seconds, (centroids, extra) = timed(fns[name])
+            runs = out.get(name, {}).get("seconds_each", []) + [round(seconds, 1)]
+            out[name] = {"seconds": round(float(np.median(runs)), 1), "seconds_each": runs,
+                         "inertia": round(inertia(X, centroids), 2), **extra}
+            best = min(r["inertia"] for r in out.values())
+            for r in out.values():
+                r["inertia_vs_best"] = round(r["inertia"] / best - 1, 5)
+            print(k, name, out[name], flush=True)
+            save(out)
     return out
 
 
@@ -118,6 +121,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=["ours", "faiss", "faiss_defaults", "sklearn_kmeans", "sklearn_kmeans_sample_seeded",
                                                      "sklearn_minibatch"])
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each method; its median time is reported")
     parser.add_argument("--name", default="scale_kmeans")
     args = parser.parse_args()
     X = mixture(args.rows, args.dim)
@@ -130,7 +134,7 @@ def main() -> None:
             results[key] = {"max_iter": args.max_iter, "methods": methods}
             path.write_text(json.dumps(results, indent=2) + "\n")
 
-        run(X, k, args.max_iter, args.methods, save)
+        run(X, k, args.max_iter, args.methods, args.repeats, save)
 
 
 if __name__ == "__main__":

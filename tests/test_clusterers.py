@@ -198,6 +198,8 @@ def test_kmeans_seeds_on_a_sample_and_stays_within_one_percent_of_seeding_on_all
     assert sampled.seed_sample_size(len(X), 30) == 1_000  # seeds from 1,000 of 20,000 rows
     assert KMeans().seed_sample_size(1_000_000, 1_000) == 40_000  # default: max(10000, 40 k)
     assert KMeans().seed_sample_size(5_000, 30) == 5_000
+    seeds = sampled._seeds(X[:1_000], 30, 0)  # k-means++ runs on a float64 copy; the seeds are float32 rows
+    assert seeds.dtype == np.float32 and len({tuple(row) for row in seeds} & {tuple(row) for row in X[:1_000]}) == 30
     sampled.fit(X)
     full = SKMeans(n_clusters=30, n_init=2, max_iter=30, random_state=0).fit(X)
     assert sampled.inertia_ <= full.inertia_ * 1.01

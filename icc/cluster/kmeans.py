@@ -70,8 +70,11 @@ class KMeans(KClusterer):
         return self.backend == "ray" or (self.backend == "auto" and n_rows * dim * 4 > self.memory_limit_mb * 2**20)
 
     def _seeds(self, X: np.ndarray, k: int, seed: int) -> np.ndarray:
+        """(k, d) float32 seeds from the (m, d) sample X. k-means++ gets X in float64: given float32,
+        scikit-learn upcasts chunks of X to float64 at every step, 2.5x slower (20k x 384, k = 500;
+        `kmeans_plusplus_on_float32_seconds` in `benchmarks/profile_kmeans.py`)."""
         if self.init == "k-means++":
-            return kmeans_plusplus(X, k, random_state=seed)[0]
+            return kmeans_plusplus(X.astype(np.float64), k, random_state=seed)[0].astype(np.float32)
         return X[np.random.default_rng(seed).choice(len(X), k, replace=False)]
 
     def seed_sample_size(self, n_rows: int, k: int) -> int:
