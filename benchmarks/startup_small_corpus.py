@@ -15,6 +15,7 @@ summary and Ray's shutdown included).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,8 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     frame = pd.read_csv(args.data)
     k = frame["label"].nunique()
-    hand, icc = [], []
+    hand, icc, load = [], [], []
     for _ in range(args.repeats):
+        load.append(os.getloadavg()[0])  # the machine is shared: its 1-minute load average as each pair starts
         hand.append(by_hand(args.data.resolve(), k))
         with tempfile.TemporaryDirectory() as tmp:
             icc.append(ours(args.data.resolve(), k, Path(tmp)))
@@ -90,11 +92,13 @@ def main() -> None:
         f"| {_stages(icc, rest='report and exit')} |",
         "",
         f"icc / by hand: median {np.median(ratios):.2f}x (per pair: {', '.join(f'{r:.2f}' for r in ratios)}); "
-        f"lines icc printed (piped): {', '.join(str(r['output_lines']) for r in icc)}.",
+        f"lines icc printed (piped): {', '.join(str(r['output_lines']) for r in icc)}; "
+        f"load average (1 min) as each pair started: {', '.join(f'{x:.1f}' for x in load)} "
+        f"on {os.cpu_count()} cores.",
         "",
         f"Command: `python benchmarks/startup_small_corpus.py --data {args.data} --repeats {args.repeats}`",
     ])
-    result = {"data": args.data.name, "rows": len(frame), "k": k, "by_hand": hand, "icc": icc,
+    result = {"data": args.data.name, "rows": len(frame), "k": k, "by_hand": hand, "icc": icc, "load_average": load,
               "ratio": float(np.median(ratios)), "ratios": ratios}
     args.results.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", table)):

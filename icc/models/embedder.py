@@ -6,18 +6,23 @@ decoder, whose `last_hidden_state` is the final layer's hidden states) can be po
 
 `TextEmbedder` is a callable class, so Ray Data can hold one model per actor
 (`ds.map_batches(TextEmbedder, compute=ActorPoolStrategy(...))`); it also works on its own.
+torch and transformers are imported where a model is loaded or run, so that the driver, which
+only checks the settings and names the class, does not load them.
 """
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import transformers
 
 from icc.checks import check_bool, check_positive_int
 from icc.errors import ICCError
 from icc.models.device import check_dtype, compute_dtype, resolve_device, use_threads
 from icc.models.hub import check_model, load_kwargs, resolve_model
+
+if TYPE_CHECKING:  # annotations only
+    import torch
+    import transformers
 
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
@@ -65,6 +70,7 @@ class TextEmbedder:
         pooling: str = "mean",
         quantize: str | None = None,
     ):
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle, quantize)
@@ -134,6 +140,9 @@ class TextEmbedder:
 
     def _pad(self, rows: list) -> "transformers.BatchEncoding":
         """input_ids and attention_mask (b, longest) of token id rows, padded on the tokenizer's side."""
+        import torch
+        import transformers
+
         lengths = np.array([len(ids) for ids in rows])
         width = lengths.max()
         if self.tokenizer.padding_side == "right":
@@ -147,22 +156,24 @@ class TextEmbedder:
         return transformers.BatchEncoding({"input_ids": torch.from_numpy(input_ids),
                                            "attention_mask": torch.from_numpy(mask.astype(np.int64))})
 
-    @torch.inference_mode()
     def _forward(self, tokens) -> tuple[np.ndarray, np.ndarray]:
         """Vectors (b, dim) and token counts (b,) of one padded batch of token ids."""
+        import torch
+
         tokens = tokens.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            hidden = self.model(**tokens).last_hidden_state
-        mask = tokens["attention_mask"]
-        lengths = mask.sum(1)
-        if self.pooling == "last":
-            # The last 1 of each mask row: right or left padding alike.
-            last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
-            pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / lengths.clamp(min=1).unsqueeze(-1)
-        vectors = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        with torch.inference_mode():
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                hidden = self.model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"]
+            lengths = mask.sum(1)
+            if self.pooling == "last":
+                # The last 1 of each mask row: right or left padding alike.
+                last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+                pooled = hidden[torch.arange(len(hidden), device=hidden.device), last]
+            else:
+                weights = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / lengths.clamp(min=1).unsqueeze(-1)
+            vectors = torch.nn.functional.normalize(pooled.float(), dim=-1)
         return vectors.cpu().numpy(), lengths.long().cpu().numpy()
 
     def __call__(self, batch: dict) -> dict:
@@ -185,10 +196,11 @@ class TextEmbedder:
         return batch
 
 
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+def quantize_int8(model: "torch.nn.Module") -> "torch.nn.Module":
     """`model` with every Linear layer dynamically quantised: int8 weights with one scale per output
     channel (one per tensor loses twice the cosine to the float vectors), activations quantised
     per batch; the rest (embeddings, LayerNorm, softmax) stays float32."""
+    import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

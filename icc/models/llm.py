@@ -2,17 +2,20 @@
 
 Prompts are complete model inputs: `render_chat` writes the special tokens of the chat template
 (or the BOS token), so text is tokenised with ``add_special_tokens=False`` everywhere, which keeps
-the token positions of the generation and attention paths the same.
+the token positions of the generation and attention paths the same. torch and transformers are
+imported where a model is loaded or run, so that a driver that only checks the settings does not load them.
 """
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from icc.checks import check_bool
 from icc.errors import ICCError
 from icc.models.device import check_dtype, compute_dtype, resolve_device, use_threads
 from icc.models.hub import check_model, load_kwargs, resolve_model
+
+if TYPE_CHECKING:  # annotations only
+    import torch
 
 
 def load_causal_lm(name: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False,
@@ -86,7 +89,6 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
     return (tokenizer.bos_token or "") + "\n".join(m["content"] for m in messages)
 
 
-@torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, logits_processor=None,
              stop_strings=()) -> list[str]:
     """Greedy continuations of `prompts` (rendered, e.g. by `render_chat`), one batch, left-padded.
@@ -97,31 +99,35 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, logits_p
     the answers: `icc.incontext.constrained`), or None. stop_strings: a continuation also stops
     after one of these (e.g. "\\n"), which it keeps.
     """
+    import torch
     from transformers import LogitsProcessorList
 
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    output = model.generate(
-        **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-        logits_processor=LogitsProcessorList([] if logits_processor is None else [logits_processor]),
-        **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
-    )
+    with torch.inference_mode():
+        output = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([] if logits_processor is None else [logits_processor]),
+            **({"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}),
+        )
     return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-@torch.inference_mode()
-def prefill(model, input_ids, attention_mask) -> torch.Tensor:
+def prefill(model, input_ids, attention_mask) -> "torch.Tensor":
     """One forward pass over a left-padded batch (lists or (B, T) tensors), with the positions
     `generate` gives it (counted from each sequence's first real token). Returns the (B, vocab)
     float32 logits of the token after each sequence; forward hooks can read the rest."""
-    input_ids = torch.as_tensor(input_ids, device=model.device)
-    attention_mask = torch.as_tensor(attention_mask, device=model.device)
-    position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                   logits_to_keep=1)
-    return output.logits[:, -1].float().cpu()
+    import torch
+
+    with torch.inference_mode():
+        input_ids = torch.as_tensor(input_ids, device=model.device)
+        attention_mask = torch.as_tensor(attention_mask, device=model.device)
+        position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+        output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                       logits_to_keep=1)
+        return output.logits[:, -1].float().cpu()
 
 
-def next_token_logits(model, tokenizer, prompts: list[str]) -> torch.Tensor:
+def next_token_logits(model, tokenizer, prompts: list[str]) -> "torch.Tensor":
     """(len(prompts), vocab) float32 logits of the token after each rendered prompt, one left-padded batch."""
     batch = tokenizer(prompts, padding=True, add_special_tokens=False)
     return prefill(model, batch["input_ids"], batch["attention_mask"])
