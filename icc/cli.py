@@ -12,6 +12,7 @@ progress lines are drawn as bars when `icc`'s own stderr is a terminal (TTY_ENV)
 """
 
 import ast
+import contextlib
 import ctypes
 import os
 import pkgutil
@@ -98,19 +99,28 @@ def run_pipeline(name: str, args: list[str]) -> int:
 def forward_stderr(source: int, target) -> None:
     """Copy the bytes read from file descriptor `source` to the binary stream `target` as they come,
     but for the whole lines that match NOISE. A partial line is held back only while it may
-    still become one of Ray's log lines (they start with "["), so progress bars redraw at once."""
+    still become one of Ray's log lines (they start with "["), so progress bars redraw at once.
+    Once `target` is closed (`icc ... 2>&1 | head`) the bytes are read and dropped, so the child
+    never blocks on a full pipe."""
     pending = b""
     while chunk := os.read(source, 1 << 16):
+        if target is None:
+            continue
         *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            if not NOISE.search(line):
-                target.write(line + b"\n")
-        if pending and not pending.startswith(b"["):
+        try:
+            for line in lines:
+                if not NOISE.search(line):
+                    target.write(line + b"\n")
+            if pending and not pending.startswith(b"["):
+                target.write(pending)
+                pending = b""
+            target.flush()
+        except OSError:  # BrokenPipeError: nobody reads icc's stderr any more
+            target = None
+    if target is not None:
+        with contextlib.suppress(OSError):
             target.write(pending)
-            pending = b""
-        target.flush()
-    target.write(pending)
-    target.flush()
+            target.flush()
 
 
 def _dies_with(parent: int):

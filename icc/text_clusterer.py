@@ -27,7 +27,6 @@ SAVED_FROM = "memory://icc.TextClusterer"  # the data.path of a saved run: texts
 REPORT_SETTINGS = {"max_points": 20000, "projection": "pca", "seed": 0}
 BACKENDS = ("auto", "local", "ray")
 RAY_ABOVE = 100_000  # texts beyond which backend="auto" fits with the icc cluster pipeline on Ray
-EMBEDDER_LOAD_KEYS = ("model", "max_length", "pooling", "dtype", "trust_remote_code", "allow_pickle")
 
 
 class TextClusterer(ClusterMixin, BaseEstimator):
@@ -76,7 +75,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         kwargs = {"model": self.embedder} if isinstance(self.embedder, str) else self.embedder
         if not isinstance(kwargs, dict) or "model" not in kwargs:
             raise ICCError(f"embedder must be a model name or a dict with a 'model' key, got {self.embedder!r}")
-        check_embedder(**{key: value for key, value in kwargs.items() if key in EMBEDDER_LOAD_KEYS})
+        check_embedder(**{key: value for key, value in kwargs.items() if key in embedder_load_keys()})
         return kwargs
 
     def _make_clusterer(self):
@@ -142,36 +141,39 @@ class TextClusterer(ClusterMixin, BaseEstimator):
 
         import pyarrow as pa
 
-        from icc.cluster import takes_k
+        from icc.cluster import make_clusterer, takes_k
         from icc.corpus.rundir import load_run
 
         if not isinstance(self.clusterer, str) or not (self.labeler is None or isinstance(self.labeler, str)):
             raise ICCError('backend="ray" takes the clusterer and the labeler by name, not as objects')
-        source = Path(tempfile.mkdtemp(prefix="icc-texts-")) / "texts.parquet"
-        pq.write_table(pa.table({"text": texts}), source)
-        out = Path(self.run_dir) if self.run_dir is not None else Path(tempfile.mkdtemp(prefix="icc-run-"))
         k = "auto" if self.n_clusters is None else self.n_clusters
-        overrides = ["data=file", f"data.path={source}", "data.text_column=text", "data.label_column=null",
-                     f"clusterer={self.clusterer}", *([f"clusterer.k={k}"] if takes_k(self.clusterer) else []),
-                     f"clusterer.seed={self.random_state}", f"labeler={self.labeler or 'none'}",
-                     f"ray.address={self.ray_address or ''}", "report.enabled=false", f"output.dir={out}",
-                     *[f"embedder.{key}={value}" for key, value in embedder_kwargs.items() if key in EMBEDDER_LOAD_KEYS]]
-        done = subprocess.run([sys.executable, "-m", "pipelines.cluster", *overrides])
-        if done.returncode != 0:
-            raise ICCError(f"the icc cluster pipeline stopped with exit code {done.returncode} (its run: {out})")
-        self._restore(load_run(out))
+        with tempfile.TemporaryDirectory(prefix="icc-texts-") as texts_dir, \
+                tempfile.TemporaryDirectory(prefix="icc-run-") as scratch:
+            source, out = Path(texts_dir) / "texts.parquet", Path(self.run_dir or Path(scratch) / "run")
+            pq.write_table(pa.table({"text": texts}), source)
+            overrides = ["data=file", f"data.path={source}", "data.text_column=text", "data.label_column=null",
+                         f"clusterer={self.clusterer}", *([f"clusterer.k={k}"] if takes_k(self.clusterer) else []),
+                         f"clusterer.seed={self.random_state}", f"labeler={self.labeler or 'none'}",
+                         f"ray.address={self.ray_address or ''}", "report.enabled=false", f"output.dir={out}",
+                         *[f"embedder.{key}={'null' if value is None else value}"
+                           for key, value in embedder_kwargs.items() if key in embedder_load_keys()]]
+            done = subprocess.run([sys.executable, "-m", "pipelines.cluster", *overrides])
+            if done.returncode != 0:
+                raise ICCError(f"the icc cluster pipeline stopped with exit code {done.returncode} (its run: {out})")
+            run = load_run(out)
+            self._restore(run, make_clusterer(**run.config["clusterer"]))  # as the pipeline ran it (its yaml)
         return self
 
-    def _restore(self, run) -> None:
+    def _restore(self, run, clusterer) -> None:
         """Set the fitted attributes from an `icc cluster` run directory read by `load_run`: its texts,
-        vectors, centroids and names; the clusterer holds the centroids (and every point as its kNN
-        sample with assign="knn"), so `transform` assigns as after a fit."""
+        vectors, centroids and names; `clusterer` (unfitted, as the run made it) gets the centroids (and
+        every point as its kNN sample with assign="knn"), so `transform` assigns as after a fit."""
         from icc.models.embedder import TextEmbedder
 
         self.labeler_, self.embedder_ = self._make_labeler(run.embedder), TextEmbedder(**run.embedder)
         self.texts_, self.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
         self.truncated_ = np.zeros(len(run.rows), bool)
-        self.clusterer_ = self._make_clusterer()
+        self.clusterer_ = clusterer
         self.clusterer_.cluster_centers_, self.clusterer_.n_features_in_ = run.centroids, run.vectors.shape[1]
         self.clusterer_.fit_rows_ = len(run.rows)
         self.clusterer_.sample_ = (run.vectors, run.cluster) if self.clusterer_.assign == "knn" else None
@@ -296,6 +298,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         check_is_fitted(self, "labels_")
         out, n = Path(directory), len(self.texts_)
         reject = np.full(n, "", dtype=object)
+        params = self._saved_params()  # before anything is written: a clusterer it cannot save is refused
         with rundir.open_run(out, SAVED_FROM, {"saved_by": SAVED_FROM}, overwrite=overwrite):
             write_embedded(_Batches({"text": np.array(self.texts_, dtype=object), "reject": reject,
                                      "replaced": np.zeros(n, bool), "truncated": self.truncated_,
@@ -310,7 +313,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             write_hierarchy(out, self.hierarchy_)
             metrics = {"rows": n, "embedded": n, "rejected": 0, "k": len(self.sizes_),
                        "noise": int((self.labels_ < 0).sum()), **internal_metrics(self.vectors_, self.labels_)}
-            config = {"text_clusterer": self._saved_params(), "report": {"enabled": True, **REPORT_SETTINGS},
+            config = {"text_clusterer": params, "report": {"enabled": True, **REPORT_SETTINGS},
                       "labeler": {"name": self.labeler if isinstance(self.labeler, str) else "none"}}
             vectors = {"dim": self.vectors_.shape[1], "normalized": True}
             write_run_record(out, "text_clusterer", OmegaConf.create(config), metrics,
@@ -325,7 +328,9 @@ class TextClusterer(ClusterMixin, BaseEstimator):
 
         params = self.get_params()
         if not isinstance(self.clusterer, str):
-            name = next(key for key, cls in CLUSTERERS.items() if type(self.clusterer) is cls)
+            name = next((key for key, cls in CLUSTERERS.items() if type(self.clusterer) is cls), None)
+            if name is None:
+                raise ICCError(f"cannot save a {type(self.clusterer).__name__}: not a clusterer of icc.cluster.CLUSTERERS")
             params["clusterer"] = {"name": name, **self.clusterer.get_params()}
         if not (self.labeler is None or isinstance(self.labeler, str)):
             params["labeler"] = "none"
@@ -347,7 +352,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             clusterer = params["clusterer"]
             params["clusterer"] = make_clusterer(clusterer.pop("name"), **clusterer)
         model = cls(**params)
-        model._restore(run)
+        model._restore(run, model._make_clusterer())
         return model
 
     def report(self, path):
@@ -370,6 +375,16 @@ class _Batches:
 
     def iter_batches(self, **kwargs):
         yield self.batch
+
+
+def embedder_load_keys() -> tuple[str, ...]:
+    """The `TextEmbedder` settings that shape the vectors (`check_embedder`'s parameters), the
+    `embedder` config group's load keys."""
+    import inspect
+
+    from icc.models.embedder import check_embedder
+
+    return tuple(inspect.signature(check_embedder).parameters)
 
 
 def check_texts(texts, fewest: int = 2) -> list[str]:

@@ -7,7 +7,7 @@ from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus.embed_stage import check_embed_settings
 from icc.corpus.incremental import open_state, print_summary, run_incremental
-from icc.corpus.shares import write_shares_report
+from icc.corpus.shares import check_shares_report, write_shares_report
 from icc.pipeline import hydra_main, write_run_record
 from icc.ray_runtime import start_ray
 
@@ -17,6 +17,7 @@ def run(cfg: DictConfig) -> None:
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
     embedder, pool = to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
+    check_shares_report(state_dir)
     with open_state(state_dir, cfg.schedule.rebuild) as state:  # a state in use or torn stops the run before Ray
         start_ray(**cfg.ray)
         run_dir, metrics = run_incremental(state, cfg.data.path, to_kwargs(cfg.data, "path"), embedder, pool,

@@ -18,7 +18,7 @@ from conftest import ROOT, TEXT, run_icc
 
 from icc.cluster import make_clusterer
 from icc.corpus.incremental import State, open_state, read_assignments, run_incremental
-from icc.corpus.shares import cluster_shares, write_shares_report
+from icc.corpus.shares import check_shares_report, cluster_shares, write_shares_report
 from icc.errors import ICCError
 
 FIRST, ROWS = 160, 40  # rows of the first partition, of the later ones
@@ -108,6 +108,13 @@ def test_incremental_runs(ray_session, tmp_path):
     assert shares.loc["date=2026-01-03"].max() > shares.loc["date=2026-01-01"].max()
     page = write_shares_report(state).read_text()
     assert "<h2>Shares by partition</h2>" in page and "<h2>Runs</h2>" in page and "<td>date=2026-01-03</td>" in page
+
+
+def test_a_report_icc_did_not_write_is_refused_before_any_work(tmp_path):
+    (tmp_path / "report.html").write_text("mine")
+    with pytest.raises(ICCError, match="holds report.html, which icc did not write"):
+        check_shares_report(tmp_path)
+    assert (tmp_path / "report.html").read_text() == "mine"
 
 
 def test_files_beside_the_partitions_are_refused(tmp_path):

@@ -4,6 +4,7 @@ hierarchy.parquet, the merge's new assignments, clusters, hierarchy and metrics;
 section of the session's banking_run report."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.compute as pc
@@ -82,4 +83,24 @@ def test_merge_rewrites_the_run_with_one_cluster_fewer(hdbscan_run):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".assignments")]  # no generation left behind
     with pytest.raises(ICCError, match=f"no cluster {k + 5}: the run has clusters 0..{k - 2}"):
         merge_run(out, [0, k + 5])
+    with pytest.raises(ICCError, match=r"at least two different clusters to merge, got \[1, 1\]"):
+        merge_run(out, [1, 1])
+    (out / "_SUCCESS").rename(out / "_SUCCESS.kept")
+    with pytest.raises(ICCError, match="not a complete icc cluster run: missing _SUCCESS"):
+        merge_run(out, [0, 1])
+    (out / "_SUCCESS.kept").rename(out / "_SUCCESS")
     np.testing.assert_array_equal(load_run(out).cluster, expected)  # refused before any change
+
+
+def test_a_merge_keeps_the_llm_names_of_the_clusters_it_does_not_touch(banking_run, tmp_path):
+    """labeler=llm: a merge starts no LLM; the merged cluster's name joins the two, the others keep
+    their names, keywords and name sources."""
+    out = tmp_path / "run"
+    shutil.copytree(banking_run, out)
+    before = pq.read_table(out / "clusters.parquet").to_pylist()
+    merge_run(out, [1, 2])
+    after = pq.read_table(out / "clusters.parquet").to_pylist()
+    assert after[1]["name"] == f"{before[1]['name']} / {before[2]['name']}" and after[1]["name_source"] == "merged"
+    for old, new in zip([before[0], *before[3:]], [after[0], *after[2:]]):
+        assert [new[key] for key in ("name", "representation", "name_source")] == \
+            [old[key] for key in ("name", "representation", "name_source")]

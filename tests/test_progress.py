@@ -39,3 +39,17 @@ def test_icc_passes_the_pipelines_stderr_on_but_rays_known_false_alarm():
     forwarding.join(timeout=10)
     os.close(read)
     assert target.getvalue() == b"".join(kept)
+
+
+def test_a_closed_stderr_does_not_stop_the_forwarding():
+    """`icc cluster 2>&1 | head`: once nobody reads icc's stderr, the pipeline's bytes are still read
+    (and dropped), so the pipeline never blocks on a full pipe."""
+    source_read, source_write = os.pipe()
+    target_read, target_write = os.pipe()
+    os.close(target_read)  # the reader is gone: writing raises BrokenPipeError
+    os.write(source_write, b"first line\n" * 100)
+    os.close(source_write)
+    with os.fdopen(target_write, "wb", buffering=0) as target:
+        forward_stderr(source_read, target)  # returns, having read everything
+    assert os.read(source_read, 1) == b""
+    os.close(source_read)

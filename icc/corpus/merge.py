@@ -6,7 +6,8 @@ size-weighted mean of the merged centroids (the mean of its members where the ce
 
 `merge_run` rewrites a complete run directory in place, holding its lock: its assignments (a new
 generation of shards written beside the old one, then swapped in by renames), clusters.parquet
-(names from the run's keyword labeler again, or the merged names joined by " / " for labeler=llm),
+(names from the run's keyword labeler again; with labeler=llm the merged names joined by " / ",
+the other clusters keep theirs),
 hierarchy.parquet, metrics.json (k and the scores again, `merges` recorded) and report.html. It
 refuses, before any change, a run that is incomplete or whose files icc did not write. `_SUCCESS`
 is removed just before the swap and written last, so a merge killed midway leaves a run that
@@ -25,11 +26,14 @@ import pyarrow.parquet as pq
 
 from icc.cluster.base import member_distances
 from icc.corpus import rundir
-from icc.data.parquet import parquet_files, read_output
+from icc.data.parquet import parquet_files
 from icc.errors import ICCError
 from icc.files import write_atomic, write_json
 from icc.metrics import external_metrics, internal_metrics
 from icc.pipeline import METRICS
+
+REWRITTEN = (rundir.ASSIGNMENTS, rundir.CLUSTERS, rundir.HIERARCHY, METRICS, rundir.REPORT)  # by a merge
+STALE_METRICS = ("inertia", "internal_metrics_rows")  # of the clusters before a merge: dropped, not recomputed
 
 
 def check_merge(clusters, k: int) -> list[int]:
@@ -81,26 +85,32 @@ def merge_run(run_dir, clusters) -> dict:
     from icc.corpus.report import write_report
 
     out = Path(run_dir)
-    run = rundir.load_run(out)
-    merged = check_merge(clusters, len(run.sizes))
-    mapping = merge_mapping(len(run.sizes), merged)
-    foreign = [name for name in (rundir.ASSIGNMENTS, rundir.CLUSTERS) if name not in rundir.Manifest.load(out).entries]
-    if foreign:
-        raise ICCError(f"{out} holds {', '.join(foreign)}, which icc did not write: refusing to rewrite them")
-    labeler_config = run.config.get("labeler", {"name": "none"})
-    labeler = make_labeler(**labeler_config, embedder=run.embedder) if labeler_config["name"] == "keywords" else None
-    with rundir.lock_dir(out, "run"):
+    if not out.is_dir():
+        rundir.load_run(out)  # the one-line reason, before the lock would create a file there
+    with rundir.lock_dir(out, "run"):  # read under the lock too: a merge just before this one is in what it reads
+        run = rundir.load_run(out)
+        merged = check_merge(clusters, len(run.sizes))
+        mapping = merge_mapping(len(run.sizes), merged)
+        manifest = rundir.Manifest.load(out)
+        foreign = [name for name in REWRITTEN if (out / name).exists() and name not in manifest.entries]
+        if foreign:
+            raise ICCError(f"{out} holds {', '.join(foreign)}, which icc did not write: refusing to rewrite them")
+        manifest.entries = sorted(set(manifest.entries) | set(REWRITTEN))  # a run older than hierarchy.parquet
+        manifest.save()
+        labeler_config = run.config.get("labeler", {"name": "none"})
+        keywords = labeler_config["name"] == "keywords"
+        labeler = make_labeler(**labeler_config, embedder=run.embedder) if keywords else None
         centroids = merged_centroids(run.centroids, run.sizes, mapping)
         labels = relabel(run.cluster, mapping)
         distances = member_distances(run.vectors, labels, centroids)
         staged = _stage_assignments(out, labels, distances)
         members = nearest_members(labels, distances, len(centroids), labeler)
         described = describe(rundir.texts_at_rows(out, [run.rows[m] for m in members]), labeler, centroids)
-        labels_found = described.labels or _joined_names(run.names, mapping)
+        labels_found = described.labels or _names_after_merge(run, mapping)
         sizes = np.bincount(labels[labels >= 0], minlength=len(centroids))
         merges = [*run.metrics.get("merges", []), {"clusters": merged, "into": merged[0]}]  # in the ids before it
-        metrics = {**run.metrics, "k": len(centroids), "merges": merges}
-        metrics.update(_scores(out, run, labels))
+        metrics = {key: value for key, value in run.metrics.items() if key not in STALE_METRICS}
+        metrics.update({"k": len(centroids), "merges": merges, **_scores(run, labels)})
         (out / rundir.SUCCESS).unlink()
         os.replace(out / rundir.ASSIGNMENTS, staged.with_name(staged.name + ".old"))
         os.replace(staged, out / rundir.ASSIGNMENTS)
@@ -135,29 +145,41 @@ def _stage_assignments(out: Path, labels: np.ndarray, distances: np.ndarray) -> 
         table = table.set_column(table.schema.get_field_index("cluster"), "cluster", pa.array(cluster))
         table = table.set_column(table.schema.get_field_index("distance"), "distance",
                                  pa.array(distance, pa.float32(), from_pandas=True))
+        if "membership" in table.column_names:  # fuzzy memberships of the clusters before the merge
+            table = table.drop_columns(["membership"])
         pq.write_table(table, staged / file.name)
         start += n
     return staged
 
 
-def _joined_names(names: list[str | None], mapping: np.ndarray):
-    """Per new cluster, the names of the clusters merged into it joined by " / " (None if none had
-    one), with name_source "merged" (a merge starts no LLM)."""
+def _names_after_merge(run: "rundir.ClusterRun", mapping: np.ndarray):
+    """The names of a run whose labeler a merge does not run again (an LLM's, or none): per new
+    cluster, an untouched one keeps its name, keywords and name source; a merged one gets the names
+    merged into it joined by " / " (name_source "merged"; None if none had one) and no keywords."""
     from icc.corpus.labeler import ClusterNames
 
-    joined = [[] for _ in range(int(mapping.max()) + 1)]
-    for name, new in zip(names, mapping):
-        if name:
-            joined[new].append(name)
-    merged = [" / ".join(parts) or None for parts in joined]
-    return ClusterNames(merged, [None] * len(merged), ["merged" if name else None for name in merged])
+    table = pq.read_table(run.dir / rundir.CLUSTERS)
+    sources = table["name_source"].to_pylist() if "name_source" in table.column_names else [None] * len(run.names)
+    names, representation, source = [], [], []
+    for new in range(int(mapping.max()) + 1):
+        old = np.flatnonzero(mapping == new)
+        if len(old) == 1:
+            names.append(run.names[old[0]])
+            representation.append(run.representation[old[0]])
+            source.append(sources[old[0]])
+        else:
+            joined = " / ".join(run.names[c] for c in old if run.names[c]) or None
+            names.append(joined)
+            representation.append(None)
+            source.append("merged" if joined else None)
+    return ClusterNames(names, representation, source)
 
 
-def _scores(out: Path, run: "rundir.ClusterRun", labels: np.ndarray) -> dict:
+def _scores(run: "rundir.ClusterRun", labels: np.ndarray) -> dict:
     """The run's quality scores for the merged (n,) labels: internal ones, and external ones where texts have labels."""
     scores = internal_metrics(run.vectors, labels)
-    if "label" in pq.read_schema(parquet_files(out / rundir.TEXTS)[0]).names:
-        truth = read_output(out / rundir.TEXTS, ["label"])["label"].to_numpy(zero_copy_only=False)[run.rows]
+    truth = run.labels()
+    if truth is not None:
         known = np.array([t is not None for t in truth])
         scores.update(external_metrics(truth[known].astype(str), labels[known]))
     return scores

@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 
 from icc.corpus.incremental import State, read_assignments
 from icc.corpus.report import PAGE, html_table
-from icc.corpus.rundir import renew
+from icc.corpus.rundir import Manifest, renew
+from icc.errors import ICCError
 from icc.files import write_atomic
 
 REPORT = "report.html"  # in the state directory, rewritten by every run
@@ -33,6 +34,13 @@ def _shown(shares: pd.DataFrame) -> pd.DataFrame:
     if shares.shape[1] > CLUSTERS_SHOWN:
         shown["other"] = shares.iloc[:, CLUSTERS_SHOWN:].sum(axis=1)
     return shown
+
+
+def check_shares_report(state_dir) -> None:
+    """ICCError, before a run's work, where `state_dir` holds a report.html that icc did not write."""
+    if (Path(state_dir) / REPORT).exists() and REPORT not in Manifest.load(state_dir).entries:
+        raise ICCError(f"schedule.state {state_dir} holds {REPORT}, which icc did not write: "
+                       "refusing to replace it; move it away or choose another schedule.state")
 
 
 def write_shares_report(state_dir) -> Path:
