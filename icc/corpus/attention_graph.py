@@ -360,10 +360,9 @@ def choose_corpus_layer(clusterer: AttentionClusterer, shards: Shards, load: dic
     validation episodes). This is label-steered: the labels choose the layer and nothing else; the
     corpus is then clustered without them. "auto" without labels: `default_layer`.
     """
-    from transformers import AutoConfig
+    from icc.incontext.runner import model_config
 
-    config = AutoConfig.from_pretrained(resolve_model(load["model"]), trust_remote_code=load.get("trust_remote_code",
-                                                                                                  False))
+    config = model_config(load["model"], load.get("trust_remote_code", False))
     count = config.get_text_config().num_hidden_layers
     if clusterer.layer != "auto":
         return check_layers([clusterer.layer], count)[0], {"layer_chosen_by": "config"}

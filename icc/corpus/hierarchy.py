@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from icc.corpus.rundir import HIERARCHY
+from icc.data.parquet import write_table_atomic
 
 
 def hierarchy_table(centroids: np.ndarray, sizes: np.ndarray) -> pa.Table:
@@ -41,5 +41,5 @@ def hierarchy_table(centroids: np.ndarray, sizes: np.ndarray) -> pa.Table:
 
 
 def write_hierarchy(out, table: pa.Table) -> None:
-    """Write `hierarchy_table(...)` as the run's hierarchy.parquet."""
-    pq.write_table(table, Path(out) / HIERARCHY)
+    """Write `hierarchy_table(...)` as the run's hierarchy.parquet, atomically."""
+    write_table_atomic(Path(out) / HIERARCHY, table)

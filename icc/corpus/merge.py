@@ -28,7 +28,7 @@ from icc.cluster.base import member_distances
 from icc.corpus import rundir
 from icc.data.parquet import parquet_files
 from icc.errors import ICCError
-from icc.files import write_atomic, write_json
+from icc.files import write_json
 from icc.metrics import external_metrics, internal_metrics
 from icc.pipeline import METRICS
 
@@ -80,7 +80,7 @@ def merge_run(run_dir, clusters) -> dict:
     """Merge `clusters` of the complete `icc cluster` run in `run_dir` (see the module docstring);
     returns its new metrics."""
     from icc.corpus.describe import describe, nearest_members
-    from icc.corpus.hierarchy import hierarchy_table
+    from icc.corpus.hierarchy import hierarchy_table, write_hierarchy
     from icc.corpus.labeler import make_labeler
     from icc.corpus.report import write_report
 
@@ -115,8 +115,8 @@ def merge_run(run_dir, clusters) -> dict:
         os.replace(out / rundir.ASSIGNMENTS, staged.with_name(staged.name + ".old"))
         os.replace(staged, out / rundir.ASSIGNMENTS)
         shutil.rmtree(staged.with_name(staged.name + ".old"))
-        _write_parquet(out / rundir.CLUSTERS, rundir.clusters_table(centroids, sizes, described.central_texts, labels_found))
-        _write_parquet(out / rundir.HIERARCHY, hierarchy_table(centroids, sizes))
+        rundir.write_clusters(out, rundir.clusters_table(centroids, sizes, described.central_texts, labels_found))
+        write_hierarchy(out, hierarchy_table(centroids, sizes))
         write_json(out / METRICS, metrics)
         report = run.config.get("report", {})
         if report.get("enabled") and (out / rundir.REPORT).exists():
@@ -183,10 +183,3 @@ def _scores(run: "rundir.ClusterRun", labels: np.ndarray) -> dict:
         known = np.array([t is not None for t in truth])
         scores.update(external_metrics(truth[known].astype(str), labels[known]))
     return scores
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    """`table` as the Parquet file `path`, atomically."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    write_atomic(path, sink.getvalue().to_pybytes())

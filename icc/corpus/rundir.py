@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from icc.data.parquet import parquet_files, read_output, take_texts, vector_array, vector_matrix
+from icc.data.parquet import parquet_files, read_output, take_texts, vector_array, vector_matrix, write_table_atomic
 from icc.errors import ICCError
 from icc.files import read_json, write_atomic, write_json
 from icc.pipeline import METRICS, RUN_RECORD
@@ -275,8 +275,8 @@ def texts_at_rows(out, rows_per_cluster: list[np.ndarray]) -> list[list[str]]:
 
 
 def write_clusters(out, table: pa.Table) -> None:
-    """Write `clusters_table(...)` as the run's clusters.parquet."""
-    pq.write_table(table, Path(out) / CLUSTERS)
+    """Write `clusters_table(...)` as the run's clusters.parquet, atomically."""
+    write_table_atomic(Path(out) / CLUSTERS, table)
 
 
 @dataclass

@@ -58,3 +58,12 @@ def take_texts(path, positions: np.ndarray) -> list[str]:
         else:
             offset += rows
     return found.tolist()
+
+
+def write_table_atomic(path, table: pa.Table) -> None:
+    """`table` as the Parquet file `path`, atomically (a reader sees the old file or the new one)."""
+    from icc.files import write_atomic
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_atomic(Path(path), sink.getvalue().to_pybytes())

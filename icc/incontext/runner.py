@@ -27,12 +27,16 @@ ATTENTION_TYPE = pa.list_(pa.list_(pa.list_(pa.float32())))  # (R, n, n) item at
 ORDERS_TYPE = pa.list_(pa.list_(pa.int64()))  # (R, n) the item at each position of each prompt
 
 
-def num_layers(model: str, trust_remote_code: bool = False) -> int:
-    """The number of decoder layers of a model, from its config alone."""
+def model_config(model: str, trust_remote_code: bool = False):
+    """The model's transformers config (its `model_type`, ...), read without loading the weights."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
-    return config.get_text_config().num_hidden_layers
+    return AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+
+
+def num_layers(model: str, trust_remote_code: bool = False) -> int:
+    """The number of decoder layers of a model, from its config alone."""
+    return model_config(model, trust_remote_code).get_text_config().num_hidden_layers
 
 
 def render_episode(tokenizer, episode: dict) -> tuple[str, list[tuple[int, int]]]:
