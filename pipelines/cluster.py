@@ -37,6 +37,8 @@ def run(cfg: DictConfig) -> None:
     settings = embed_settings(cfg.data.path, columns, embedder, fingerprint)
     # open_run refuses before any work; a disk that fills up ends the run with one line (the next run resumes)
     with disk_full_as_error(out), rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):
+        if labeler:  # its re-ranking encoder loads in this process while it waits on Ray's start and the embed stage
+            labeler.preload()
         start_ray(**cfg.ray)
         timer = StageTimer(progress=cfg.ray.progress_bars)
         timer.started()

@@ -11,6 +11,7 @@ only checks the settings and names the class, does not load them.
 """
 
 import functools
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,18 @@ _CHARS_PER_TOKEN_BOUND = 16
 CPU_TOKENS_PER_BATCH = 1024
 POOLINGS = ("mean", "last")
 QUANTIZE = (None, "int8")
+# One TextEmbedder is built at a time in a process: two threads importing transformers' lazy modules
+# at once fail ("cannot import name 'AutoModel'"), as when the keyword labeler's encoder loads in
+# the background (`icc.corpus.labeler.KeywordLabeler.preload`) while another one is built.
+_BUILDING = threading.Lock()
+
+
+def _one_at_a_time(init):
+    @functools.wraps(init)
+    def locked(*args, **kwargs):
+        with _BUILDING:
+            init(*args, **kwargs)
+    return locked
 
 
 class TextEmbedder:
@@ -56,6 +69,7 @@ class TextEmbedder:
         load in under a second, so nothing is cached); see `quantize_int8`.
     """
 
+    @_one_at_a_time
     def __init__(
         self,
         model: str,
