@@ -110,6 +110,14 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             raise ICCError(f"labeler {self.labeler!r} has no label(cluster_texts, centroids) and texts_per_cluster")
         return self.labeler
 
+    def _share_encoder(self) -> None:
+        """Let a named labeler (made with `embedder_`'s settings) re-rank with `embedder_` rather than
+        load the model a second time."""
+        from icc.corpus.labeler import KeywordLabeler
+
+        if isinstance(self.labeler, str) and isinstance(self.labeler_, KeywordLabeler):
+            self.labeler_.use_encoder(self.embedder_)
+
     def fit(self, texts, y=None):
         """Embed, cluster and name `texts` (a list of non-empty strings, at least 2); y is ignored."""
         from icc.cluster.base import check_k
@@ -129,6 +137,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         self.truncated_ = tokens >= self.embedder_.max_length
         self.texts_ = texts
         self.clusterer_, self.labeler_ = clusterer.fit(self.vectors_), labeler
+        self._share_encoder()
         self._describe(self.clusterer_.labels_, self.clusterer_.cluster_centers_)
         return self
 
@@ -173,6 +182,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         from icc.models.embedder import TextEmbedder
 
         self.labeler_, self.embedder_ = self._make_labeler(run.embedder), TextEmbedder(**run.embedder)
+        self._share_encoder()
         self.texts_, self.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
         self.truncated_ = np.zeros(len(run.rows), bool)
         self.clusterer_ = clusterer

@@ -34,6 +34,10 @@ def model(corpus):
     return model
 
 
+def test_the_keyword_labeler_re_ranks_with_the_fitted_encoder(model):
+    assert model.labeler_.encoder() is model.embedder_  # one load of the model, not two
+
+
 def intent_cluster(model, y, intent):
     return np.bincount(model.labels_[y == intent]).argmax()
 

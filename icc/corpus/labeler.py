@@ -134,8 +134,14 @@ class KeywordLabeler:
             self._loading = loader.submit(self._load_encoder)
             loader.shutdown(wait=False)  # its thread ends with the load
 
+    def use_encoder(self, encoder) -> None:
+        """Re-rank with `encoder`, a loaded TextEmbedder made from this labeler's `embedder` settings
+        (a caller that holds one, as `icc.TextClusterer` does, spares a second load of the model)."""
+        if self.embedder is not None:
+            self._encoder = encoder
+
     def encoder(self):
-        """The re-ranking encoder: the one `preload` loads, else loaded now."""
+        """The re-ranking encoder: the one `use_encoder` gave or `preload` loads, else loaded now."""
         if self._encoder is None:
             self._encoder = self._loading.result() if self._loading else self._load_encoder()
             self._loading = None
