@@ -8,10 +8,11 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
 times are medians of `--repeats` runs, the methods alternating.
 
 - ours: `icc.cluster.KMeans(backend="ray").fit_blocks` over 16 blocks in the object store of a
-  local Ray (2 CPUs), k-means++ seeding on a sample of max(10000, 40 k) rows;
-- in memory: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on the same size of sample,
-  then the same Lloyd iterations as ours in one process, faiss finding the nearest centroids; both
-  stop early at `tol`), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
+  local Ray (2 CPUs): k-means++ seeding on a sample of max(10000, 40 k) rows, Lloyd on a sample of
+  256 k rows (`points_per_centroid`), then passes over all rows until `tol`;
+- in memory: `icc.cluster.KMeans(backend="faiss")` (the same samples, seeds and start, then the
+  passes over all rows in one process by faiss.Kmeans; both stop early at `tol`), and
+  `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
 - scikit-learn: `KMeans(n_init=1, max_iter)` as users call it (k-means++ on all rows: over an hour
   at k = 1,000 on 2 cores), the same seeded with k-means++ on a sample of max(10000, 40 k) rows
   like ours in memory (the same sample and k-means++ seeds, `sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`;
@@ -98,9 +99,8 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, 
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     def our_seeds():
-        kmeans = KMeans(n_clusters=k)  # the sample size and seeding of ours in memory
-        sample = X[np.sort(np.random.default_rng(0).choice(len(X), kmeans.seed_sample_size(len(X), k), replace=False))]
-        return kmeans._seeds(sample, k, 0)
+        kmeans = KMeans(n_clusters=k)  # the seeding sample and k-means++ seeds of ours (both backends)
+        return kmeans._seeds(X[kmeans._sample_rows(len(X), k)[0]], k, 0)
 
     def sk_kmeans_sample_seeded():
         model = SKMeans(n_clusters=k, init=our_seeds(), n_init=1, max_iter=max_iter).fit(X)
