@@ -24,6 +24,7 @@ times are medians of `--repeats` runs, the methods alternating.
 
     python benchmarks/scale_kmeans.py --k 100
     python benchmarks/scale_kmeans.py --k 100 --methods ours faiss sklearn_kmeans_sample_seeded faiss_defaults faiss_equal_inertia
+    (--append adds the runs to those saved before: the repeats of one k in several sessions)
     python benchmarks/scale_kmeans.py --k 1000 --methods ours faiss faiss_defaults sklearn_kmeans_sample_seeded sklearn_minibatch
 """
 
@@ -72,7 +73,8 @@ def ladder(n: int, k: int) -> list[int]:
     return rungs
 
 
-def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, save) -> dict:
+def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, save, out: dict) -> dict:
+    """Time `methods` `repeats` times, adding to `out` (an earlier run's methods, or {})."""
     import ray
     from sklearn.cluster import KMeans as SKMeans
     from sklearn.cluster import MiniBatchKMeans
@@ -112,7 +114,8 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, 
         km.train(X, init_centroids=our_seeds() if seeds == "ours" else None)
         return km.centroids, {"iterations": len(km.iteration_stats)}
 
-    winner = {}
+    winner = {key: v for key, v in out.get("faiss_equal_inertia", {}).items()
+              if key in ("seeds", "max_points_per_centroid", "ladder")}
 
     def faiss_equal_inertia():
         if winner:  # later repeats: the first repeat's winner again
@@ -143,7 +146,6 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, 
            "faiss_equal_inertia": faiss_equal_inertia}
     if "ours" in methods and not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    out = {}
     for _ in range(repeats):  # the methods alternate; each one's median time and last inertia
         for name in methods:
             seconds, (centroids, extra) = timed(fns[name])
@@ -169,6 +171,7 @@ def main() -> None:
                                                      "sklearn_minibatch", "faiss_equal_inertia"])
     parser.add_argument("--repeats", type=int, default=1, help="runs of each method; its median time is reported")
     parser.add_argument("--name", default="scale_kmeans")
+    parser.add_argument("--append", action="store_true", help="add these runs to the ones saved under --name")
     args = parser.parse_args()
     X = mixture(args.rows, args.dim)
     path = RESULTS / f"{args.name}.json"
@@ -180,7 +183,8 @@ def main() -> None:
             results[key] = {"max_iter": args.max_iter, "methods": methods}
             path.write_text(json.dumps(results, indent=2) + "\n")
 
-        run(X, k, args.max_iter, args.methods, args.repeats, save)
+        earlier = results.get(key, {}).get("methods", {}) if args.append else {}
+        run(X, k, args.max_iter, args.methods, args.repeats, save, dict(earlier))
 
 
 if __name__ == "__main__":
