@@ -70,7 +70,7 @@ def test_queries_are_embedded_as_the_run_recorded_its_embedder(banking_run, tmp_
     run_dir = tmp_path / "run"
     shutil.copytree(banking_run, run_dir)
     record = json.loads((run_dir / "run.json").read_text())
-    assert {"model", "max_length", "pooling", "dtype"} <= set(record["embedder"])
+    assert {"model", "max_length", "pooling", "precision"} <= set(record["embedder"])
     record["embedder"]["pooling"] = "last"
     (run_dir / "run.json").write_text(json.dumps(record))
     query = QUERIES[0]
