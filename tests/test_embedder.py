@@ -152,3 +152,30 @@ def test_cpu_float32_batches_fill_a_token_budget(embedder):
     assert [s.stop - s.start for s in default.forward_batches(counts)] == [256, 44, 17, 17, 6, 3]
     assert [s.stop - s.start for s in embedder.forward_batches(counts)] == [4] * 85 + [3]
     np.testing.assert_allclose(default.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_onnx_int8_is_converted_once_into_the_cache_and_stays_close_to_float(embedder, tmp_path, monkeypatch):
+    """precision=onnx-int8: the ONNX Runtime int8 graph, converted at the first load into the model cache,
+    read from it at the next; an entry icc did not write is refused, never overwritten; never downloads."""
+    from icc.models.onnx_encoder import MODEL_FILE, RECORD_FILE
+
+    monkeypatch.setenv("ICC_CACHE", str(tmp_path))
+    converted = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="onnx-int8")
+    [entry] = (tmp_path / "models" / "onnx-int8").iterdir()  # no partial directory left beside it
+    assert sorted(p.name for p in entry.iterdir()) == sorted([MODEL_FILE, RECORD_FILE])
+    written = (entry / MODEL_FILE).stat().st_mtime_ns
+    ours, lengths = converted.embed_with_lengths(TEXTS)
+    reference, reference_lengths = embedder.embed_with_lengths(TEXTS)
+    np.testing.assert_array_equal(lengths, reference_lengths)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    cosine = np.sum(ours * reference, axis=1)
+    assert cosine.min() > 0.97 and not np.allclose(cosine, 1, atol=1e-4)  # close, yet computed in int8
+    cached = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="onnx-int8")
+    assert (entry / MODEL_FILE).stat().st_mtime_ns == written
+    np.testing.assert_allclose(cached.embed(TEXTS), ours, atol=1e-6)
+    (entry / RECORD_FILE).unlink()  # now an entry as if another program had put it there
+    with pytest.raises(ICCError, match="icc did not write"):
+        TextEmbedder("all-MiniLM-L6-v2", precision="onnx-int8")
+    assert (entry / MODEL_FILE).stat().st_mtime_ns == written
+    with pytest.raises(ICCError, match="never downloads"):
+        TextEmbedder("sentence-transformers/all-mpnet-base-v2", precision="onnx-int8")

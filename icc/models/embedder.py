@@ -94,6 +94,10 @@ class TextEmbedder:
         self.autocast_dtype = compute_dtype(self.precision, self.device) if gpu and self.precision != "float32" else None
         path = resolve_model(model)
         kwargs = load_kwargs(trust_remote_code, allow_pickle, path)
+        if self.precision == "onnx-int8":
+            from icc.models.onnx_encoder import check_local
+
+            check_local(path)  # before the tokenizer: nothing is downloaded for it
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
