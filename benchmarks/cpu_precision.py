@@ -8,7 +8,7 @@ up; the methods alternate `--repeats` times and the table gives median texts/s.
 Quality: scikit-learn `KMeans(k, n_init=10, random_state=0)` ACC (Hungarian) of each method's
 vectors against the labels, and the minimum (and mean) cosine of each row's vector to encode's fp32.
 
-    python benchmarks/cpu_precision.py --data ../shared/data/text/agnews_test.csv --rows 2000
+    python benchmarks/cpu_precision.py --data ../shared/data/text/{agnews_test,banking77_test,cstr}.csv --rows 300 0 0
 """
 
 import argparse
@@ -36,7 +36,8 @@ PRECISIONS = ("float32", "int8", "onnx-int8", "bfloat16")  # the CPU's (float16 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True)
-    parser.add_argument("--rows", type=int, default=None, help="a seeded random sample of ROWS texts per set")
+    parser.add_argument("--rows", type=int, nargs="+", default=[0],
+                        help="a seeded random sample of ROWS texts per set: one for all, or one per --data (0: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results")
     parser.add_argument("--name", default="cpu_precision", help="the results' file stem")
@@ -56,10 +57,12 @@ def main() -> None:
     auto = resolve_precision("auto", gpu=False)
     results = {"threads": torch.get_num_threads(), "cores": os.cpu_count(), "load_seconds": load_seconds,
                "auto_on_this_cpu": auto, "repeats": args.repeats, "sets": {}}
-    for data in args.data:
+    if len(args.rows) not in (1, len(args.data)):
+        parser.error("--rows takes one number, or one per --data file")
+    for data, sample in zip(args.data, args.rows * len(args.data) if len(args.rows) == 1 else args.rows):
         frame = pd.read_csv(data)
-        if args.rows and len(frame) > args.rows:
-            frame = frame.sample(args.rows, random_state=0)
+        if sample and len(frame) > sample:
+            frame = frame.sample(sample, random_state=0)
         texts, labels = frame["text"].astype(str).tolist(), frame["label"].to_numpy()
         for embed in methods.values():
             embed(texts[:64])  # warm-up
@@ -99,7 +102,7 @@ def main() -> None:
                   f"| {row['min_cosine_vs_encode']:.4f} | {row['mean_cosine_vs_encode']:.4f} |"
                   for method, row in entry["methods"].items()]
     lines += ["", "Command: `python benchmarks/cpu_precision.py --data " + " ".join(os.path.relpath(d) for d in args.data)
-              + (f" --rows {args.rows}" if args.rows else "") + f" --repeats {args.repeats} --name {args.name}`"]
+              + (f" --rows {' '.join(map(str, args.rows))}" if any(args.rows) else "") + f" --repeats {args.repeats} --name {args.name}`"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
