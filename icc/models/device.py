@@ -82,8 +82,11 @@ def gpus_visible() -> bool:
     /dev/nvidia<N>, unless CUDA_VISIBLE_DEVICES hides them all ("" or "-1")."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
         return False
-    return any(name[len("nvidia"):].isdigit() for name in os.listdir("/dev") if name.startswith("nvidia")) \
-        if os.path.isdir("/dev") else False
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        return False
+    return any(name.startswith("nvidia") and name[len("nvidia"):].isdigit() for name in names)
 
 
 def use_threads(num_threads: int | None, device: "torch.device") -> None:
