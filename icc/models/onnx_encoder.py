@@ -3,7 +3,7 @@
 The Hugging Face model in a local directory is exported to ONNX once (torch's TorchScript-based
 exporter, dynamic batch and sequence axes), its MatMul weights quantised to int8 with one scale
 per output channel and its activations per batch (`onnxruntime.quantization.quantize_dynamic`,
-QInt8 weights: QUInt8 weights measured 0.55x as fast here, per-tensor scales lost 3x the cosine),
+QInt8 weights: QUInt8 weights ran 0.55x as fast here, per-tensor scales lost 4x the cosine),
 and the result cached under `icc.models.hub.cache_dir()`/models/onnx-int8/<key>, the key hashing
 the model's files, this recipe and the onnx/onnxruntime versions. Nothing is downloaded. A cache
 entry is used only if icc wrote it (its `icc-onnx.json` names the key); anything else there is
