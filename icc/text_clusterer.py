@@ -70,11 +70,12 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         self.ray_address = ray_address
 
     def _embedder_kwargs(self) -> dict:
-        from icc.models.embedder import check_embedder
+        from icc.models.embedder import check_embedder, check_renamed
 
         kwargs = {"model": self.embedder} if isinstance(self.embedder, str) else self.embedder
         if not isinstance(kwargs, dict) or "model" not in kwargs:
             raise ICCError(f"embedder must be a model name or a dict with a 'model' key, got {self.embedder!r}")
+        check_renamed(kwargs)
         check_embedder(**{key: value for key, value in kwargs.items() if key in embedder_load_keys()})
         return kwargs
 
