@@ -10,7 +10,7 @@ icc's stages from its metrics.json ("start-up": from process start to the embed 
 config, checks, Ray start; "report and exit": the job's seconds after its last stage, report.html,
 summary and Ray's shutdown included).
 
-    python benchmarks/startup_small_corpus.py --data ../shared/data/text/cstr.csv [--icc embedder.dtype=bfloat16]
+    python benchmarks/startup_small_corpus.py --data ../shared/data/text/cstr.csv [--icc embedder.precision=float32]
 """
 
 import argparse
@@ -70,7 +70,7 @@ def main() -> None:
                                 ("--results", Path, ROOT / "benchmarks/results"), ("--repeats", int, 3)):
         parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--icc", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="more `icc cluster` overrides, e.g. embedder.dtype=bfloat16")
+                        help="more `icc cluster` overrides, e.g. embedder.precision=float32")
     args = parser.parse_args()
     frame = pd.read_csv(args.data)
     k = frame["label"].nunique()
