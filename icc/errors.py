@@ -90,8 +90,9 @@ def _override_message(error) -> str:
         if parent == "embedder":  # a setting renamed: the new name, not the closest one
             from icc.models.embedder import renamed_key
 
-            if renamed_key(str(cause.key)):
-                return renamed_key(str(cause.key))
+            renamed = renamed_key(str(cause.key))
+            if renamed:
+                return renamed
         choices = [f"{parent}.{key}" if parent else str(key) for key in cause.parent_node]
         return f"unknown key {cause.full_key}{_closest(cause.full_key, choices)}"
     if isinstance(error, MissingConfigException) and error.options:  # a config group option: clusterer=kmean

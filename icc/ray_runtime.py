@@ -19,6 +19,13 @@ JOIN_TIMEOUT_S = 30
 TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
+def hide_hub_progress(verbose: bool = False) -> None:
+    """Without `verbose`, HF_HUB_DISABLE_PROGRESS_BARS=1 unless set: no Hugging Face progress bars, such
+    as transformers' "Loading weights", which it reads when imported: call it before a model loads."""
+    if not verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: bool = True,
               verbose: bool = False) -> None:
     """Join the Ray cluster at `address` ("auto": the running one, as `ray.init` finds it), or
@@ -29,15 +36,13 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
     verbose: Ray's own output too: its INFO logs, Ray Data's execution plans (and with
     `progress_bars` its progress bars), and the workers' and actors' stdout and stderr
     (`log_to_driver`); without it a run prints Ray's warnings and errors only (workers' logs stay
-    in Ray's session directory) and no Hugging Face progress bars (such as transformers' "Loading
-    weights" when the driver loads the keyword labeler's encoder): HF_HUB_DISABLE_PROGRESS_BARS=1
-    unless set, which transformers reads when it is imported, after this. `progress_bars` is also
+    in Ray's session directory) and no Hugging Face progress bars (`hide_hub_progress`: transformers'
+    "Loading weights" when the driver loads the keyword labeler's encoder). `progress_bars` is also
     the config key of icc's own progress line per stage (`icc.pipeline.StageTimer`)."""
     import ray
     from ray.data import DataContext
 
-    if not verbose:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    hide_hub_progress(verbose)
     if not ray.is_initialized():
         if address:
             check_reachable(address)

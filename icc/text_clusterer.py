@@ -337,7 +337,8 @@ class TextClusterer(ClusterMixin, BaseEstimator):
                       "labeler": {"name": self.labeler if isinstance(self.labeler, str) else "none"}}
             vectors = {"dim": self.vectors_.shape[1], "normalized": True}
             write_run_record(out, "text_clusterer", OmegaConf.create(config), metrics,
-                             embedder=self._embedder_kwargs(), vectors=vectors)
+                             embedder={**self._embedder_kwargs(), "precision": self.embedder_.precision},
+                             vectors=vectors)  # the precision its vectors were computed in, as icc cluster records it
             rundir.mark_complete(out)
         return out
 

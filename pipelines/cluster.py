@@ -17,7 +17,7 @@ from icc.corpus.summary import print_summary, quality, run_metrics
 from icc.data.fingerprint import file_fingerprint
 from icc.files import disk_full_as_error
 from icc.pipeline import StageTimer, hydra_main, write_run_record
-from icc.ray_runtime import start_ray
+from icc.ray_runtime import hide_hub_progress, start_ray
 
 
 def run(cfg: DictConfig) -> None:
@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> None:
     # open_run refuses before any work; a disk that fills up ends the run with one line (the next run resumes)
     with disk_full_as_error(out), rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):
         if labeler:  # its re-ranking encoder loads in this process while it waits on Ray's start and the embed stage
+            hide_hub_progress(cfg.ray.verbose)
             labeler.preload()
         start_ray(**cfg.ray)
         timer = StageTimer(progress=cfg.ray.progress_bars)

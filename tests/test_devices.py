@@ -34,3 +34,15 @@ def test_actors_without_a_gpu_see_none(ray_session):
 
     rows = ray.data.range(4).map_batches(VisibleGPUs, batch_size=2, **actor_pool()).take_all()
     assert [row["visible"] for row in rows] == [""] * 4
+
+
+def test_an_unresolved_precision_never_reaches_cpu_actors(ray_session):
+    """A driver that took the actors for GPU ones (it sees a GPU the Ray cluster does not offer) left
+    precision "auto" for the GPU to decide: CPU actors would each pick their own (bf16 where AMX, fp32
+    elsewhere), mixing vectors in a run, so the stage stops first."""
+    import ray.data
+
+    from icc.corpus.embed_stage import embed_dataset
+
+    with pytest.raises(ICCError, match="set embedder.pool.num_gpus=0 and output.overwrite=true"):
+        embed_dataset(ray.data.range(2), {"model": "all-MiniLM-L6-v2", "precision": "auto"}, num_gpus=0)

@@ -8,7 +8,7 @@ from icc import TextClusterer
 from icc.corpus.embed_stage import check_embed_settings, embed_key, resolve_embedder
 from icc.errors import ICCError
 from icc.models.device import cpu_has_amx_bf16, resolve_precision
-from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder
+from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder, upgrade_settings
 from icc.models.hub import resolve_model
 
 
@@ -114,6 +114,17 @@ def test_precision_is_checked_before_loading_and_old_keys_name_the_new_one():
             check_embed_settings({"model": "all-MiniLM-L6-v2", old: "int8"}, {}, 100)
     with pytest.raises(ICCError, match="embedder.dtype is now embedder.precision"):
         TextClusterer(embedder={"model": "all-MiniLM-L6-v2", "dtype": "bfloat16"}).fit(TEXTS)
+    with pytest.raises(ICCError, match="never downloads"):  # in the driver, before Ray starts
+        check_embedder("sentence-transformers/all-mpnet-base-v2", precision="onnx-int8")
+    check_embedder("all-MiniLM-L6-v2", precision="onnx-int8")  # a known offline model converts
+
+
+def test_settings_recorded_before_precision_read_as_what_they_computed_in():
+    old = {"model": "all-MiniLM-L6-v2", "max_length": 256, "dtype": "auto", "quantize": None}
+    assert upgrade_settings(old) == {"model": "all-MiniLM-L6-v2", "max_length": 256, "precision": "float32"}
+    assert upgrade_settings({**old, "quantize": "int8"})["precision"] == "int8"
+    assert upgrade_settings({**old, "dtype": "bfloat16"})["precision"] == "bfloat16"
+    assert upgrade_settings({"model": "m", "precision": "auto"}) == {"model": "m", "precision": "auto"}
 
 
 def test_auto_precision_is_bf16_on_cpus_with_amx_and_unchanged_on_gpus():
@@ -173,9 +184,19 @@ def test_onnx_int8_is_converted_once_into_the_cache_and_stays_close_to_float(emb
     cached = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="onnx-int8")
     assert (entry / MODEL_FILE).stat().st_mtime_ns == written
     np.testing.assert_allclose(cached.embed(TEXTS), ours, atol=1e-6)
-    (entry / RECORD_FILE).unlink()  # now an entry as if another program had put it there
-    with pytest.raises(ICCError, match="icc did not write"):
+    record = (entry / RECORD_FILE).read_text()
+    for foreign in ("not json", "[]", None):  # now an entry as if another program had put it there
+        if foreign is None:
+            (entry / RECORD_FILE).unlink()
+        else:
+            (entry / RECORD_FILE).write_text(foreign)
+        with pytest.raises(ICCError, match="icc did not write"):
+            TextEmbedder("all-MiniLM-L6-v2", precision="onnx-int8")
+    (entry / RECORD_FILE).write_text(record)
+    (entry / MODEL_FILE).rename(entry / "moved.onnx")
+    with pytest.raises(ICCError, match="icc did not write"):  # a record without its graph
         TextEmbedder("all-MiniLM-L6-v2", precision="onnx-int8")
+    (entry / "moved.onnx").rename(entry / MODEL_FILE)
     assert (entry / MODEL_FILE).stat().st_mtime_ns == written
     with pytest.raises(ICCError, match="never downloads"):
         TextEmbedder("sentence-transformers/all-mpnet-base-v2", precision="onnx-int8")

@@ -72,7 +72,7 @@ def test_rerank_puts_the_terms_nearest_the_centroid_first():
 # labeler's encoder loads in the background (`preload`) while the main thread builds a TextEmbedder
 # too. Prints the names with the preloaded encoder and with one loaded when `label` needs it.
 PRELOAD = """
-import json, sys
+import json, sys, threading
 import numpy as np
 from icc.corpus.labeler import KeywordLabeler
 from icc.models.embedder import TextEmbedder
@@ -80,6 +80,8 @@ minilm, news = json.loads(sys.argv[1])
 labeler = KeywordLabeler(embedder=minilm, representation_words=5)
 labeler.preload()
 loading = labeler._loading
+[loader] = [t for t in threading.enumerate() if t.name == "icc-labeler-encoder"]
+assert loader.daemon  # a run that fails meanwhile exits without waiting for the load
 encoder = TextEmbedder(**minilm)
 centroids = np.stack([encoder.embed(texts).mean(axis=0) for texts in news])
 preloaded = labeler.label(news, centroids)

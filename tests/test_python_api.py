@@ -2,6 +2,7 @@
 clone and bad input, on 48 Banking77 texts of 4 intents with MiniLM (one fit for the module)."""
 
 import copy
+import json
 
 import numpy as np
 import pyarrow.compute as pc
@@ -141,6 +142,8 @@ def test_save_writes_a_run_that_load_and_icc_search_read(model, tmp_path):
     from icc.corpus.search import Searcher
 
     saved = model.save(tmp_path / "run")
+    recorded = json.loads((saved / "run.json").read_text())["embedder"]["precision"]
+    assert recorded == model.embedder_.precision != "auto"  # what the vectors were computed in, as icc cluster records
     loaded = icc.TextClusterer.load(saved)
     assert loaded.get_params() == model.get_params() and loaded.texts_ == model.texts_
     np.testing.assert_array_equal(loaded.labels_, model.labels_)

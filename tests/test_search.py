@@ -15,7 +15,7 @@ from icc.corpus.rerank import PairwiseJudge, PairwiseReranker, worst_case_compar
 from icc.corpus.rundir import Manifest, load_run
 from icc.corpus.search import ClusterIndex, Searcher
 from icc.errors import ICCError
-from icc.models.device import resolve_precision
+from icc.models.device import gpus_visible, resolve_precision
 from icc.models.hub import SMOLLM2
 
 QUERIES = ["I lost my phone, what do I do?", "how do I close my account", "what rate do you use for currency exchange",
@@ -73,9 +73,13 @@ def test_queries_are_embedded_as_the_run_recorded_its_embedder(banking_run, tmp_
     record = json.loads((run_dir / "run.json").read_text())
     assert {"model", "max_length", "pooling", "precision"} <= set(record["embedder"])
     # the precision as the driver resolved it for the CPU actors, in run.json and the resume key's settings alike
-    resolved = resolve_precision("auto", gpu=False)
+    resolved = resolve_precision("auto", gpu=gpus_visible())  # as the driver guessed where the actors run
     assert record["config"]["embedder"]["precision"] == "auto" and record["embedder"]["precision"] == resolved
     assert Manifest.load(run_dir).settings["embedder.precision"] == resolved
+    old = {**{k: v for k, v in record["embedder"].items() if k != "precision"}, "dtype": "auto", "quantize": None}
+    (run_dir / "run.json").write_text(json.dumps({**record, "embedder": old}))  # as run.json was before precision
+    assert load_run(run_dir).embedder["precision"] == "float32"  # what a CPU computed in then
+    assert Searcher.load(run_dir).embed(QUERIES[0]).shape == (384,)
     record["embedder"]["pooling"] = "last"
     (run_dir / "run.json").write_text(json.dumps(record))
     query = QUERIES[0]

@@ -10,7 +10,7 @@ from icc.corpus.embed_stage import check_embed_pool, resolve_embedder
 from icc.data.corpus import list_files
 from icc.data.fingerprint import file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import check_embedder
+from icc.models.embedder import check_embedder, check_renamed
 
 EMBEDDER_KINDS = ("transformer", "tfidf")
 REDUCTIONS = ("pca", "truncate")
@@ -108,6 +108,7 @@ def embedder_specs(names: list[str], presets: dict, transformer_defaults: dict) 
             pool = {**default_pool, **preset.pop("pool", {})}
             preset = {**defaults, **preset}
             try:
+                check_renamed(preset)
                 check_embedder(**preset)
                 check_embed_pool(**pool)
             except ICCError as e:

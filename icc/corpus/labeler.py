@@ -6,7 +6,8 @@ returns `ClusterNames`: a name per cluster, its ranked keywords and where each n
 """
 
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,9 +131,16 @@ class KeywordLabeler:
         background thread, so that a driver that meanwhile waits on Ray has it by the label stage;
         `encoder` waits for it (and raises what the load raised). Nothing to do without `embedder`."""
         if self.embedder is not None and self._encoder is None and self._loading is None:
-            loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icc-labeler-encoder")
-            self._loading = loader.submit(self._load_encoder)
-            loader.shutdown(wait=False)  # its thread ends with the load
+            self._loading = loading = Future()
+
+            def load():
+                try:
+                    loading.set_result(self._load_encoder())
+                except BaseException as e:  # raised by encoder()
+                    loading.set_exception(e)
+
+            # a daemon: a run that fails early exits without waiting for the load to end
+            threading.Thread(target=load, name="icc-labeler-encoder", daemon=True).start()
 
     def use_encoder(self, encoder) -> None:
         """Re-rank with `encoder`, a loaded TextEmbedder made from this labeler's `embedder` settings
@@ -148,9 +156,13 @@ class KeywordLabeler:
         return self._encoder
 
     def _load_encoder(self):
+        """The run's encoder on this process's CPU: it embeds a few hundred terms, and a GPU here is
+        the embed stage's (float16, a GPU precision, becomes the CPU's "auto")."""
         from icc.models.embedder import TextEmbedder
 
-        return TextEmbedder(**self.embedder)
+        precision = self.embedder.get("precision", "auto")
+        return TextEmbedder(**{**self.embedder, "device": "cpu",
+                               "precision": "auto" if precision == "float16" else precision})
 
     def label(self, cluster_texts: list[list[str]], centroids: np.ndarray | None = None) -> ClusterNames:
         representation = self.keywords(cluster_texts, centroids)

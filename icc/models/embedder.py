@@ -251,6 +251,10 @@ def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", pre
     check_precision(precision)
     check_bool(trust_remote_code, "trust_remote_code")
     check_bool(allow_pickle, "allow_pickle")
+    if precision == "onnx-int8":
+        from icc.models.onnx_encoder import check_onnx_int8
+
+        check_onnx_int8(model)
 
 
 def check_renamed(settings: dict) -> None:
@@ -259,6 +263,18 @@ def check_renamed(settings: dict) -> None:
         message = renamed_key(key)
         if message:
             raise ICCError(message)
+
+
+def upgrade_settings(settings: dict) -> dict:
+    """Embedder settings recorded before embedder.precision (a run.json's `dtype`, `quantize`) as
+    `TextEmbedder` takes them now: quantize int8 is precision "int8"; dtype "auto" is "float32" (what
+    a CPU computed in then; on a GPU float32 differs from its autocast by ~1e-3); another dtype stays."""
+    if not any(key in settings for key in RENAMED):
+        return settings
+    kept = {key: value for key, value in settings.items() if key not in RENAMED}
+    dtype = settings.get("dtype", "auto")
+    return {**kept, "precision": "int8" if settings.get("quantize") == "int8" else
+            "float32" if dtype == "auto" else dtype}
 
 
 def renamed_key(key: str) -> str | None:

@@ -78,6 +78,11 @@ def check_model(name) -> None:
         raise ICCError(f"model path {name} {'is not a directory' if path.exists() else 'does not exist'}")
 
 
+def is_local(name: str) -> bool:
+    """Whether the model `name` loads without a model hub: a known offline model or a local directory."""
+    return name in _ALIASES or Path(name).expanduser().is_dir()
+
+
 def resolve_model(name: str) -> str:
     """Return a local directory for a known offline model or a local path, else `name` unchanged."""
     alias = _ALIASES.get(name)

@@ -15,20 +15,33 @@ Needs the optional extra `icc[onnx]` (onnx, onnxruntime).
 """
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import shutil
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 from icc.data.fingerprint import file_sha256
 from icc.errors import ICCError
-from icc.models.hub import cache_dir
+from icc.models.hub import cache_dir, is_local
 
 RECIPE = {"export": "torchscript opset 17", "weights": "QInt8", "per_channel": True}  # what a cache entry holds
 MODEL_FILE, RECORD_FILE = "model.onnx", "icc-onnx.json"
+NEEDS_INSTALL = "embedder.precision=onnx-int8 needs onnxruntime and onnx: pip install 'icc[onnx]'"
+
+
+def check_onnx_int8(model: str) -> None:
+    """ICCError, before any work, unless onnx and onnxruntime are installed and `model` loads without
+    a model hub (`icc.models.hub.is_local`): the conversion never downloads."""
+    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxruntime")):
+        raise ICCError(NEEDS_INSTALL)
+    if not is_local(model):
+        check_local(model)
 
 
 class OnnxEncoder:
@@ -40,7 +53,7 @@ class OnnxEncoder:
         try:
             import onnxruntime
         except ImportError:
-            raise ICCError("embedder.precision=onnx-int8 needs onnxruntime and onnx: pip install 'icc[onnx]'") from None
+            raise ICCError(NEEDS_INSTALL) from None
         from transformers import AutoConfig
 
         self.config = AutoConfig.from_pretrained(path, trust_remote_code=load.get("trust_remote_code", False))
@@ -68,13 +81,11 @@ def cached_int8_model(path: str, **load) -> Path:
                                      "onnxruntime": onnxruntime.__version__}, sort_keys=True).encode()).hexdigest()[:24]
     target = cache_dir() / "models" / "onnx-int8" / key
     if target.exists():
-        record = target / RECORD_FILE
-        if not record.is_file() or json.loads(record.read_text()).get("key") != key:
+        if not (written_by_icc(target, key) and (target / MODEL_FILE).is_file()):
             raise ICCError(f"{target} holds files icc did not write: remove it, or set ICC_CACHE to another directory")
         return target / MODEL_FILE
-    partial = target.with_name(f"{key}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=target.parent))
     try:
         export_int8(path, partial / MODEL_FILE, **load)
         (partial / RECORD_FILE).write_text(json.dumps({"key": key, "source": path, **RECIPE}, indent=2) + "\n")
@@ -85,6 +96,15 @@ def cached_int8_model(path: str, **load) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return target / MODEL_FILE
+
+
+def written_by_icc(entry: Path, key: str) -> bool:
+    """Whether the cache `entry` holds the record icc writes for `key`."""
+    try:
+        record = json.loads((entry / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("key") == key
 
 
 def check_local(path: str) -> None:
@@ -118,14 +138,19 @@ def export_int8(path: str, out: Path, **load) -> None:
         torch.onnx.export(LastHiddenState(model), example, str(float_file), input_names=["input_ids", "attention_mask"],
                           output_names=["last_hidden_state"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes})
-    # quantize_dynamic logs a hint through the root logger, which would give it a handler (basicConfig) for good.
-    root, quiet = logging.getLogger(), logging.NullHandler()
+    # quantize_dynamic logs a hint through the root logger, which would give it a handler (basicConfig) for
+    # good: a handler of its own keeps that off, a filter drops this thread's records (not other threads').
+    root, quiet, thread = logging.getLogger(), logging.NullHandler(), threading.get_ident()
+
+    def other_threads(record: logging.LogRecord) -> bool:
+        return record.thread != thread
+
     root.addHandler(quiet)
-    logging.disable(logging.WARNING)
+    root.addFilter(other_threads)
     try:
         quantize_dynamic(str(float_file), str(out), per_channel=RECIPE["per_channel"], weight_type=QuantType.QInt8)
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeFilter(other_threads)
         root.removeHandler(quiet)
     float_file.unlink()
 
