@@ -1,13 +1,14 @@
-"""Lower precision on the CPU: `TextEmbedder` in int8 and bf16 against float32 and `SentenceTransformer.encode`.
+"""Lower precision on the CPU: `TextEmbedder` at each `embedder.precision` against `SentenceTransformer.encode`.
 
 On each data set's texts, in one run: `SentenceTransformer.encode(batch_size=64)` fp32 (the
-baseline), icc's `TextEmbedder` fp32, int8 (`embedder.quantize=int8`) and bf16 weights
-(`embedder.dtype=bfloat16`, AMX matrix units where the CPU has them), each with its model
-loaded and warmed up; the three alternate `--repeats` times and the table gives median texts/s.
+baseline), icc's `TextEmbedder` at precision float32, int8 (torch dynamic quantisation), onnx-int8
+(ONNX Runtime int8, converted once into the model cache: `icc.models.onnx_encoder`) and bfloat16
+(bf16 weights, AMX matrix units where the CPU has them), each with its model loaded and warmed
+up; the methods alternate `--repeats` times and the table gives median texts/s.
 Quality: scikit-learn `KMeans(k, n_init=10, random_state=0)` ACC (Hungarian) of each method's
 vectors against the labels, and the minimum (and mean) cosine of each row's vector to encode's fp32.
 
-    python benchmarks/cpu_precision.py --data ../shared/data/text/agnews_test.csv --rows 2000
+    python benchmarks/cpu_precision.py --data ../shared/data/text/{agnews_test,banking77_test,cstr}.csv --rows 300 0 0
 """
 
 import argparse
@@ -23,41 +24,45 @@ from sentence_transformers import SentenceTransformer
 from sklearn.cluster import KMeans
 
 from icc.metrics import external_metrics
+from icc.models.device import resolve_precision
 from icc.models.embedder import TextEmbedder
 from icc.models.hub import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length in sentence-transformers
+PRECISIONS = ("float32", "int8", "onnx-int8", "bfloat16")  # the CPU's (float16 runs on GPUs only)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True)
-    parser.add_argument("--rows", type=int, default=None, help="a seeded random sample of ROWS texts per set")
+    parser.add_argument("--rows", type=int, nargs="+", default=[0],
+                        help="a seeded random sample of ROWS texts per set: one for all, or one per --data (0: all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks/results")
+    parser.add_argument("--name", default="cpu_precision", help="the results' file stem")
     args = parser.parse_args()
     path = resolve_model("all-MiniLM-L6-v2")
     encoder = SentenceTransformer(path, device="cpu")
     encoder.max_seq_length = MAX_LENGTH
-    fp32 = TextEmbedder(path, max_length=MAX_LENGTH, device="cpu")
-    start = time.perf_counter()
-    int8 = TextEmbedder(path, max_length=MAX_LENGTH, device="cpu", quantize="int8")
-    load_seconds = time.perf_counter() - start
-    bf16 = TextEmbedder(path, max_length=MAX_LENGTH, device="cpu", dtype="bfloat16")
-    methods = {
-        "SentenceTransformer.encode(batch_size=64) fp32": lambda t: encoder.encode(t, batch_size=64,
-                                                                                  normalize_embeddings=True),
-        f"icc TextEmbedder fp32 ({fp32.tokens_per_batch}-token batches)": fp32.embed,
-        f"icc TextEmbedder int8 (batch {int8.batch_size})": int8.embed,
-        f"icc TextEmbedder bf16 (batch {bf16.batch_size})": bf16.embed,
-    }
-    results = {"threads": torch.get_num_threads(), "cores": os.cpu_count(), "int8_load_seconds": load_seconds,
-               "repeats": args.repeats, "sets": {}}
-    for data in args.data:
+    methods = {"SentenceTransformer.encode(batch_size=64) fp32": lambda t: encoder.encode(t, batch_size=64,
+                                                                                         normalize_embeddings=True)}
+    load_seconds = {}
+    for precision in PRECISIONS:
+        start = time.perf_counter()
+        ours = TextEmbedder(path, max_length=MAX_LENGTH, device="cpu", precision=precision)
+        load_seconds[precision] = time.perf_counter() - start
+        batches = f"{ours.tokens_per_batch}-token batches" if ours.tokens_per_batch else f"batch {ours.batch_size}"
+        methods[f"icc TextEmbedder {precision} ({batches})"] = ours.embed
+    auto = resolve_precision("auto", gpu=False)
+    results = {"threads": torch.get_num_threads(), "cores": os.cpu_count(), "load_seconds": load_seconds,
+               "auto_on_this_cpu": auto, "repeats": args.repeats, "sets": {}}
+    if len(args.rows) not in (1, len(args.data)):
+        parser.error("--rows takes one number, or one per --data file")
+    for data, sample in zip(args.data, args.rows * len(args.data) if len(args.rows) == 1 else args.rows):
         frame = pd.read_csv(data)
-        if args.rows and len(frame) > args.rows:
-            frame = frame.sample(args.rows, random_state=0)
+        if sample and len(frame) > sample:
+            frame = frame.sample(sample, random_state=0)
         texts, labels = frame["text"].astype(str).tolist(), frame["label"].to_numpy()
         for embed in methods.values():
             embed(texts[:64])  # warm-up
@@ -79,13 +84,15 @@ def main() -> None:
         results["sets"][data.name] = {"texts": len(texts), "k": k, "methods": rows}
         print(data.name, json.dumps(rows), flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / "cpu_precision"
+    stem = args.results / args.name
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [f"# int8 and bf16 on the CPU: icc TextEmbedder vs SentenceTransformer.encode ({os.cpu_count()} cores, "
+    loads = ", ".join(f"{precision} {seconds:.1f} s" for precision, seconds in load_seconds.items())
+    lines = [f"# embedder.precision on the CPU: icc TextEmbedder vs SentenceTransformer.encode ({os.cpu_count()} cores, "
              f"{results['threads']} torch threads)", "",
              f"all-MiniLM-L6-v2, max_length {MAX_LENGTH}; medians of {args.repeats} alternating runs; ACC of "
              f"KMeans(k, n_init=10, random_state=0) on each method's vectors; cosine to encode's fp32 vectors. "
-             f"int8 conversion at load: {load_seconds:.1f} s.", "",
+             f"Load (and conversion) seconds: {loads} (onnx-int8 converts once, then loads from the cache). "
+             f"`embedder.precision=auto` on this CPU: {auto}.", "",
              "| data (texts) | method | texts/s | vs encode | ACC | ACC - encode | min cosine | mean cosine |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, entry in results["sets"].items():
@@ -95,7 +102,7 @@ def main() -> None:
                   f"| {row['min_cosine_vs_encode']:.4f} | {row['mean_cosine_vs_encode']:.4f} |"
                   for method, row in entry["methods"].items()]
     lines += ["", "Command: `python benchmarks/cpu_precision.py --data " + " ".join(os.path.relpath(d) for d in args.data)
-              + (f" --rows {args.rows}" if args.rows else "") + f" --repeats {args.repeats}`"]
+              + (f" --rows {' '.join(map(str, args.rows))}" if any(args.rows) else "") + f" --repeats {args.repeats} --name {args.name}`"]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -86,8 +86,8 @@ def embedding(path: str, texts: list[str], batch_sizes: list[int], device: torch
     """texts/s and fraction of `peak` of each method at each batch size."""
     from sentence_transformers import SentenceTransformer
 
-    ours = {"bf16": TextEmbedder(path, max_length=MAX_LENGTH, device=device.type, dtype="bfloat16"),
-            "fp32": TextEmbedder(path, max_length=MAX_LENGTH, device=device.type, dtype="float32")}
+    ours = {"bf16": TextEmbedder(path, max_length=MAX_LENGTH, device=device.type, precision="bfloat16"),
+            "fp32": TextEmbedder(path, max_length=MAX_LENGTH, device=device.type, precision="float32")}
     theirs = {"fp32": SentenceTransformer(path, device=device.type),
               "bf16": SentenceTransformer(path, device=device.type, model_kwargs={"dtype": torch.bfloat16})}
     for model in theirs.values():

@@ -8,15 +8,23 @@ each result is computed the same way, over all the vectors (faiss exact nearest 
 times are medians of `--repeats` runs, the methods alternating.
 
 - ours: `icc.cluster.KMeans(backend="ray").fit_blocks` over 16 blocks in the object store of a
-  local Ray (2 CPUs), k-means++ seeding on a sample of max(10000, 40 k) rows;
-- in memory: `icc.cluster.KMeans(backend="faiss")` (scikit-learn's k-means++ on the same size of sample,
-  then the same Lloyd iterations as ours in one process, faiss finding the nearest centroids; both
-  stop early at `tol`), and `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
+  local Ray (2 CPUs): k-means++ seeding on a sample of max(10000, 40 k) rows, Lloyd on a sample of
+  256 k rows (`points_per_centroid`), then passes over all rows until `tol`;
+- in memory: `icc.cluster.KMeans(backend="faiss")` (the same samples, seeds and start, then the
+  passes over all rows in one process by faiss.Kmeans; both stop early at `tol`), and
+  `faiss.Kmeans` with its defaults (random seeds, 256 points per centroid);
 - scikit-learn: `KMeans(n_init=1, max_iter)` as users call it (k-means++ on all rows: over an hour
   at k = 1,000 on 2 cores), the same seeded with k-means++ on a sample of max(10000, 40 k) rows
-  like ours in memory (the same sample and k-means++ seeds, `sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`.
+  like ours in memory (the same sample and k-means++ seeds, `sklearn_kmeans_sample_seeded`), and `MiniBatchKMeans(batch_size=4096, n_init=1, max_iter)`;
+- faiss at equal inertia (`faiss_equal_inertia`): the fastest `faiss.Kmeans` configuration whose inertia is within
+  0.1% of the best of the methods run before it. The ladder: its own random seeds, then ours' k-means++ seeds (the
+  seeding timed with it), each training on 256, 512, 1024, ... points per centroid up to all rows, at most
+  `--max-iter` iterations stopping at ours' `tol`; each seeding climbs until a rung is within 0.1% of the best so far.
+  The first repeat climbs it (every rung tried is recorded under `ladder`), later repeats time its winner again.
 
     python benchmarks/scale_kmeans.py --k 100
+    python benchmarks/scale_kmeans.py --k 100 --methods ours faiss sklearn_kmeans_sample_seeded faiss_defaults faiss_equal_inertia
+    (--append adds the runs to those saved before: the repeats of one k in several sessions)
     python benchmarks/scale_kmeans.py --k 1000 --methods ours faiss faiss_defaults sklearn_kmeans_sample_seeded sklearn_minibatch
 """
 
@@ -57,7 +65,16 @@ def timed(fn):
     return time.perf_counter() - start, centroids
 
 
-def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, save) -> dict:
+def ladder(n: int, k: int) -> list[int]:
+    """faiss's max_points_per_centroid from its default 256, doubling, up to all n rows."""
+    rungs = [256]
+    while rungs[-1] * k < n:
+        rungs.append(min(2 * rungs[-1], -(-n // k)))
+    return rungs
+
+
+def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, save, out: dict) -> dict:
+    """Time `methods` `repeats` times, adding to `out` (an earlier run's methods, or {})."""
     import ray
     from sklearn.cluster import KMeans as SKMeans
     from sklearn.cluster import MiniBatchKMeans
@@ -83,25 +100,56 @@ def run(X: np.ndarray, k: int, max_iter: int, methods: list[str], repeats: int, 
         model = SKMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=0).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
+    def our_seeds():
+        kmeans = KMeans(n_clusters=k)  # the seeding sample and k-means++ seeds of ours (both backends)
+        return kmeans._seeds(X[kmeans._sample_rows(len(X), k)[0]], k, 0)
+
     def sk_kmeans_sample_seeded():
-        kmeans = KMeans(n_clusters=k)  # the sample size and seeding of ours in memory
-        sample = X[np.sort(np.random.default_rng(0).choice(len(X), kmeans.seed_sample_size(len(X), k), replace=False))]
-        seeds = kmeans._seeds(sample, k, 0)
-        model = SKMeans(n_clusters=k, init=seeds, n_init=1, max_iter=max_iter).fit(X)
+        model = SKMeans(n_clusters=k, init=our_seeds(), n_init=1, max_iter=max_iter).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
+
+    def faiss_config(seeds: str, points_per_centroid: int):
+        km = faiss.Kmeans(X.shape[1], k, niter=max_iter, seed=0, max_points_per_centroid=points_per_centroid,
+                          early_stop_threshold=KMeans().tol)
+        km.train(X, init_centroids=our_seeds() if seeds == "ours" else None)
+        return km.centroids, {"iterations": len(km.iteration_stats)}
+
+    winner = {key: v for key, v in out.get("faiss_equal_inertia", {}).items()
+              if key in ("seeds", "max_points_per_centroid", "ladder")}
+
+    def faiss_equal_inertia():
+        if winner:  # later repeats: the first repeat's winner again
+            centroids, extra = faiss_config(winner["seeds"], winner["max_points_per_centroid"])
+            return centroids, {**extra, **winner}
+        best = min(r["inertia"] for r in out.values())
+        tried = []
+        for seeds in ("faiss", "ours"):
+            for rung in ladder(len(X), k):
+                seconds, (centroids, extra) = timed(lambda: faiss_config(seeds, rung))
+                tried.append({"seeds": seeds, "max_points_per_centroid": rung, "seconds": round(seconds, 1),
+                              "inertia": round(inertia(X, centroids), 2), **extra, "centroids": centroids})
+                print(k, "faiss ladder", {key: v for key, v in tried[-1].items() if key != "centroids"}, flush=True)
+                best = min(best, tried[-1]["inertia"])
+                if tried[-1]["inertia"] <= best * 1.001:
+                    break
+        fastest = min((t for t in tried if t["inertia"] <= best * 1.001), key=lambda t: t["seconds"])
+        winner.update(seeds=fastest["seeds"], max_points_per_centroid=fastest["max_points_per_centroid"],
+                      ladder=[{key: v for key, v in t.items() if key != "centroids"} for t in tried])
+        return fastest["centroids"], {"seconds": fastest["seconds"], "iterations": fastest["iterations"], **winner}
 
     def sk_minibatch():
         model = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=1, max_iter=max_iter, random_state=0).fit(X)
         return model.cluster_centers_, {"iterations": int(model.n_iter_)}
 
     fns = {"ours": ours, "faiss": faiss_ours, "faiss_defaults": faiss_default, "sklearn_kmeans": sk_kmeans,
-           "sklearn_kmeans_sample_seeded": sk_kmeans_sample_seeded, "sklearn_minibatch": sk_minibatch}
+           "sklearn_kmeans_sample_seeded": sk_kmeans_sample_seeded, "sklearn_minibatch": sk_minibatch,
+           "faiss_equal_inertia": faiss_equal_inertia}
     if "ours" in methods and not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    out = {}
     for _ in range(repeats):  # the methods alternate; each one's median time and last inertia
         for name in methods:
             seconds, (centroids, extra) = timed(fns[name])
+            seconds = extra.pop("seconds", seconds)  # the ladder's winner: its own time, not the climb's
             runs = out.get(name, {}).get("seconds_each", []) + [round(seconds, 1)]
             out[name] = {"seconds": round(float(np.median(runs)), 1), "seconds_each": runs,
                          "inertia": round(inertia(X, centroids), 2), **extra}
@@ -120,9 +168,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--max-iter", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=["ours", "faiss", "faiss_defaults", "sklearn_kmeans", "sklearn_kmeans_sample_seeded",
-                                                     "sklearn_minibatch"])
+                                                     "sklearn_minibatch", "faiss_equal_inertia"])
     parser.add_argument("--repeats", type=int, default=1, help="runs of each method; its median time is reported")
     parser.add_argument("--name", default="scale_kmeans")
+    parser.add_argument("--append", action="store_true", help="add these runs to the ones saved under --name")
     args = parser.parse_args()
     X = mixture(args.rows, args.dim)
     path = RESULTS / f"{args.name}.json"
@@ -134,7 +183,8 @@ def main() -> None:
             results[key] = {"max_iter": args.max_iter, "methods": methods}
             path.write_text(json.dumps(results, indent=2) + "\n")
 
-        run(X, k, args.max_iter, args.methods, args.repeats, save)
+        earlier = results.get(key, {}).get("methods", {}) if args.append else {}
+        run(X, k, args.max_iter, args.methods, args.repeats, save, dict(earlier))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ icc's stages from its metrics.json ("start-up": from process start to the embed 
 config, checks, Ray start; "report and exit": the job's seconds after its last stage, report.html,
 summary and Ray's shutdown included).
 
-    python benchmarks/startup_small_corpus.py --data ../shared/data/text/cstr.csv
+    python benchmarks/startup_small_corpus.py --data ../shared/data/text/cstr.csv [--icc embedder.precision=float32]
 """
 
 import argparse
@@ -54,10 +54,10 @@ def by_hand(data: Path, k: int) -> dict:
     return {"seconds": time.perf_counter() - start, "stages": json.loads(result.stdout.splitlines()[-1])}
 
 
-def ours(data: Path, k: int, out: Path) -> dict:
+def ours(data: Path, k: int, out: Path, overrides: list[str]) -> dict:
     start = time.perf_counter()
     result = subprocess.run([Path(sys.executable).parent / "icc", "cluster", "data=file", f"data.path={data}",
-                             "data.label_column=label", f"clusterer.k={k}", f"output.dir={out}"],
+                             "data.label_column=label", f"clusterer.k={k}", f"output.dir={out}", *overrides],
                             check=True, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
     stages = json.loads((out / "metrics.json").read_text())["seconds"]
@@ -69,6 +69,8 @@ def main() -> None:
     for flag, kind, default in (("--data", Path, ROOT.parent / "shared/data/text/cstr.csv"),
                                 ("--results", Path, ROOT / "benchmarks/results"), ("--repeats", int, 3)):
         parser.add_argument(flag, type=kind, default=default)
+    parser.add_argument("--icc", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="more `icc cluster` overrides, e.g. embedder.precision=float32")
     args = parser.parse_args()
     frame = pd.read_csv(args.data)
     k = frame["label"].nunique()
@@ -77,7 +79,7 @@ def main() -> None:
         load.append(os.getloadavg()[0])  # the machine is shared: its 1-minute load average as each pair starts
         hand.append(by_hand(args.data.resolve(), k))
         with tempfile.TemporaryDirectory() as tmp:
-            icc.append(ours(args.data.resolve(), k, Path(tmp)))
+            icc.append(ours(args.data.resolve(), k, Path(tmp), args.icc))
     ratios = [mine["seconds"] / theirs["seconds"] for theirs, mine in zip(hand, icc)]
     table = "\n".join([
         f"# A small corpus end to end: icc cluster vs by hand, {args.data.name} ({len(frame)} rows, k={k})",
@@ -88,7 +90,8 @@ def main() -> None:
         "|---|---|---|",
         f"| by hand: sentence-transformers encode(64) + KMeans(n_init=10) | {_spread([r['seconds'] for r in hand])} "
         f"| {_stages(hand)} |",
-        f"| icc cluster (new local Ray, keyword names, report.html) | {_spread([r['seconds'] for r in icc])} "
+        f"| icc cluster (new local Ray, keyword names, report.html{''.join(', ' + o for o in args.icc)}) "
+        f"| {_spread([r['seconds'] for r in icc])} "
         f"| {_stages(icc, rest='report and exit')} |",
         "",
         f"icc / by hand: median {np.median(ratios):.2f}x (per pair: {', '.join(f'{r:.2f}' for r in ratios)}); "
@@ -96,9 +99,11 @@ def main() -> None:
         f"load average (1 min) as each pair started: {', '.join(f'{x:.1f}' for x in load)} "
         f"on {os.cpu_count()} cores.",
         "",
-        f"Command: `python benchmarks/startup_small_corpus.py --data {args.data} --repeats {args.repeats}`",
+        f"Command: `python benchmarks/startup_small_corpus.py --data {args.data} --repeats {args.repeats}"
+        f"{''.join(' --icc ' + o for o in args.icc)}`",
     ])
-    result = {"data": args.data.name, "rows": len(frame), "k": k, "by_hand": hand, "icc": icc, "load_average": load,
+    result = {"data": args.data.name, "rows": len(frame), "k": k, "icc_overrides": args.icc, "by_hand": hand, "icc": icc,
+              "load_average": load,
               "ratio": float(np.median(ratios)), "ratios": ratios}
     args.results.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=2)), (".md", table)):

@@ -87,6 +87,11 @@ def _override_message(error) -> str:
     cause = error.__cause__
     if isinstance(getattr(cause, "parent_node", None), DictConfig) and cause.key is not None:  # "Key 'kk' is not in struct"
         parent = cause.full_key.rpartition(".")[0]
+        if parent == "embedder":  # a setting renamed: the new name, not the closest one
+            from icc.models.embedder import renamed_key
+
+            if renamed_key(str(cause.key)):
+                return renamed_key(str(cause.key))
         choices = [f"{parent}.{key}" if parent else str(key) for key in cause.parent_node]
         return f"unknown key {cause.full_key}{_closest(cause.full_key, choices)}"
     if isinstance(error, MissingConfigException) and error.options:  # a config group option: clusterer=kmean

@@ -70,11 +70,12 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         self.ray_address = ray_address
 
     def _embedder_kwargs(self) -> dict:
-        from icc.models.embedder import check_embedder
+        from icc.models.embedder import check_embedder, check_renamed
 
         kwargs = {"model": self.embedder} if isinstance(self.embedder, str) else self.embedder
         if not isinstance(kwargs, dict) or "model" not in kwargs:
             raise ICCError(f"embedder must be a model name or a dict with a 'model' key, got {self.embedder!r}")
+        check_renamed(kwargs)
         check_embedder(**{key: value for key, value in kwargs.items() if key in embedder_load_keys()})
         return kwargs
 
@@ -110,6 +111,14 @@ class TextClusterer(ClusterMixin, BaseEstimator):
             raise ICCError(f"labeler {self.labeler!r} has no label(cluster_texts, centroids) and texts_per_cluster")
         return self.labeler
 
+    def _share_encoder(self) -> None:
+        """Let a named labeler (made with `embedder_`'s settings) re-rank with `embedder_` rather than
+        load the model a second time."""
+        from icc.corpus.labeler import KeywordLabeler
+
+        if isinstance(self.labeler, str) and isinstance(self.labeler_, KeywordLabeler):
+            self.labeler_.use_encoder(self.embedder_)
+
     def fit(self, texts, y=None):
         """Embed, cluster and name `texts` (a list of non-empty strings, at least 2); y is ignored."""
         from icc.cluster.base import check_k
@@ -129,6 +138,7 @@ class TextClusterer(ClusterMixin, BaseEstimator):
         self.truncated_ = tokens >= self.embedder_.max_length
         self.texts_ = texts
         self.clusterer_, self.labeler_ = clusterer.fit(self.vectors_), labeler
+        self._share_encoder()
         self._describe(self.clusterer_.labels_, self.clusterer_.cluster_centers_)
         return self
 
@@ -166,33 +176,43 @@ class TextClusterer(ClusterMixin, BaseEstimator):
 
     def _restore(self, run, clusterer) -> None:
         """Set the fitted attributes from an `icc cluster` run directory read by `load_run`: its texts,
-        vectors, centroids and names; `clusterer` (unfitted, as the run made it) gets the centroids (and
+        vectors, centroids, central texts and names (as saved, the labeler not run again); `clusterer` (unfitted, as the run made it) gets the centroids (and
         every point as its kNN sample with assign="knn"), so `transform` assigns as after a fit."""
+        from icc.corpus.describe import Described
+        from icc.corpus.labeler import ClusterNames
         from icc.models.embedder import TextEmbedder
 
         self.labeler_, self.embedder_ = self._make_labeler(run.embedder), TextEmbedder(**run.embedder)
+        self._share_encoder()
         self.texts_, self.vectors_ = run.texts(np.arange(len(run.rows))), run.vectors
         self.truncated_ = np.zeros(len(run.rows), bool)
         self.clusterer_ = clusterer
         self.clusterer_.cluster_centers_, self.clusterer_.n_features_in_ = run.centroids, run.vectors.shape[1]
         self.clusterer_.fit_rows_ = len(run.rows)
         self.clusterer_.sample_ = (run.vectors, run.cluster) if self.clusterer_.assign == "knn" else None
-        self._describe(run.cluster, run.centroids)
-        self.names_ = run.names  # the run's names (an LLM's, say)
+        self._set_clusters(run.cluster, run.centroids)
+        labels = ClusterNames(run.names, run.representation, run.name_source) if any(run.names) else None
+        self.described_ = Described(run.central_texts, labels)  # as the run named them (an LLM, say): not again
+        self.names_ = run.names
 
-    def _describe(self, labels: np.ndarray, centers: np.ndarray) -> None:
-        """Set the fitted attributes that follow from the labels and centroids."""
+    def _set_clusters(self, labels: np.ndarray, centers: np.ndarray) -> None:
+        """Set labels_, cluster_centers_ and what follows from them: sizes_, distances_, hierarchy_."""
         from icc.cluster.base import member_distances
-        from icc.corpus.describe import describe, nearest_members
         from icc.corpus.hierarchy import hierarchy_table
 
         self.labels_, self.cluster_centers_ = np.asarray(labels, dtype=np.int64), centers
         self.sizes_ = np.bincount(self.labels_[self.labels_ >= 0], minlength=len(centers))
         self.distances_ = member_distances(self.vectors_, self.labels_, centers)
+        self.hierarchy_ = hierarchy_table(centers, self.sizes_)
+
+    def _describe(self, labels: np.ndarray, centers: np.ndarray) -> None:
+        """`_set_clusters`, then the central texts and names of the clusters by `labeler_`."""
+        from icc.corpus.describe import describe, nearest_members
+
+        self._set_clusters(labels, centers)
         members = nearest_members(self.labels_, self.distances_, len(centers), self.labeler_)
         self.described_ = describe([[self.texts_[i] for i in idx] for idx in members], self.labeler_, centers)
         self.names_ = self.described_.names or [None] * len(centers)
-        self.hierarchy_ = hierarchy_table(centers, self.sizes_)
 
     def fit_predict(self, texts, y=None) -> np.ndarray:
         """`fit(texts)` and its `labels_`."""

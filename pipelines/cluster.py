@@ -8,7 +8,7 @@ from icc.cluster import make_clusterer
 from icc.config import to_kwargs
 from icc.corpus import rundir
 from icc.corpus.describe import describe, members_needed
-from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings
+from icc.corpus.embed_stage import check_embed_settings, embed_corpus, embed_settings, resolve_embedder
 from icc.corpus.hierarchy import hierarchy_table, write_hierarchy
 from icc.corpus.labeler import make_labeler
 from icc.corpus.report import check_report, write_report
@@ -23,7 +23,8 @@ from icc.ray_runtime import start_ray
 def run(cfg: DictConfig) -> None:
     # Every setting is checked before Ray starts and anything is written.
     out = Path(cfg.output.dir)
-    columns, embedder, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
+    columns, pool = to_kwargs(cfg.data, "path"), to_kwargs(cfg.embedder.pool)
+    embedder = resolve_embedder(to_kwargs(cfg.embedder, "pool"), pool)  # as the key and run.json record it
     labeler = make_labeler(**to_kwargs(cfg.labeler), llm=to_kwargs(cfg.llm, "generate", "pool"),
                            pool=to_kwargs(cfg.llm.pool), embedder=embedder)
     attention = cfg.clusterer.name == "attention"  # clusters the corpus from an LLM's attention, not in fit_shards
@@ -37,6 +38,8 @@ def run(cfg: DictConfig) -> None:
     settings = embed_settings(cfg.data.path, columns, embedder, fingerprint)
     # open_run refuses before any work; a disk that fills up ends the run with one line (the next run resumes)
     with disk_full_as_error(out), rundir.open_run(out, cfg.data.path, settings, overwrite=cfg.output.overwrite):
+        if labeler:  # its re-ranking encoder loads in this process while it waits on Ray's start and the embed stage
+            labeler.preload()
         start_ray(**cfg.ray)
         timer = StageTimer(progress=cfg.ray.progress_bars)
         timer.started()

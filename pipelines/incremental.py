@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 
 from icc.cluster import make_clusterer
 from icc.config import to_kwargs
-from icc.corpus.embed_stage import check_embed_settings
+from icc.corpus.embed_stage import check_embed_settings, resolve_embedder
 from icc.corpus.incremental import open_state, print_summary, run_incremental
 from icc.corpus.shares import check_shares_report, write_shares_report
 from icc.pipeline import hydra_main, write_run_record
@@ -15,7 +15,8 @@ from icc.ray_runtime import start_ray
 def run(cfg: DictConfig) -> None:
     state_dir = cfg.schedule.state  # first: a missing schedule.state stops the run here, before Ray starts
     clusterer = make_clusterer(**to_kwargs(cfg.clusterer))
-    embedder, pool = to_kwargs(cfg.embedder, "pool"), to_kwargs(cfg.embedder.pool)
+    pool = to_kwargs(cfg.embedder.pool)
+    embedder = resolve_embedder(to_kwargs(cfg.embedder, "pool"), pool)  # as the stages' keys record it
     check_embed_settings(embedder, pool, cfg.output.shard_rows)
     check_shares_report(state_dir)
     with open_state(state_dir, cfg.schedule.rebuild) as state:  # a state in use or torn stops the run before Ray

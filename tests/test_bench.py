@@ -14,6 +14,7 @@ from icc.bench.grid import check_dims, embedder_specs
 from icc.bench.tables import algorithm_summary, best_cells, write_markdown
 from icc.errors import ICCError
 from icc.metrics import external_metrics, internal_metrics
+from icc.models.device import gpus_visible, resolve_precision
 from icc.models.tfidf import fit_tfidf, vectorize_batch
 
 # --- metrics against hand-computed values and scikit-learn ------------------------------------
@@ -101,10 +102,13 @@ def test_unknown_embedder_names_are_clear_errors():
         embedder_specs(["minlm"], {"minilm": {"model": "all-MiniLM-L6-v2"}}, {})
     presets = {"minilm": {"model": "all-MiniLM-L6-v2", "pool": {"batch_size": 8}}}
     specs = embedder_specs(["org/model", "minilm"], presets, {"max_length": 64, "pool": {"actors": 2, "batch_size": None}})
-    assert specs[0].params == {"max_length": 64, "model": "org/model"} and specs[0].kind == "transformer"
+    precision = resolve_precision("auto", gpus_visible())  # resolved for where the actors run, as it keys the cache
+    assert specs[0].params == {"max_length": 64, "model": "org/model", "precision": precision}
+    assert specs[0].kind == "transformer"
     # The pool runs the model: a preset may override its keys, and it never keys the embedding cache.
     assert specs[0].pool == {"actors": 2, "batch_size": None} and specs[1].pool == {"actors": 2, "batch_size": 8}
-    assert specs[1].vector_params() == {"kind": "transformer", "max_length": 64, "model": "all-MiniLM-L6-v2"}
+    assert specs[1].vector_params() == {"kind": "transformer", "max_length": 64, "model": "all-MiniLM-L6-v2",
+                                        "precision": precision}
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])
@@ -118,7 +122,7 @@ def test_causal_lm_pooling_ignores_padding(pooling):
     from icc.models.hub import resolve_model
 
     texts = ["short", "a much longer text about the football championship last night", "medium sized text"]
-    embedder = TextEmbedder("SmolLM2-135M-Instruct", pooling=pooling, batch_size=8, max_length=32)
+    embedder = TextEmbedder("SmolLM2-135M-Instruct", pooling=pooling, batch_size=8, max_length=32, precision="float32")
     batched = embedder.embed(texts)
     single = np.vstack([embedder.embed([t]) for t in texts])
     np.testing.assert_allclose(batched, single, atol=2e-4)

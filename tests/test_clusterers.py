@@ -206,6 +206,32 @@ def test_kmeans_seeds_on_a_sample_and_stays_within_one_percent_of_seeding_on_all
     assert sampled.inertia_ > 0
 
 
+def test_kmeans_warm_starts_on_a_sample_and_needs_fewer_passes_over_all_rows_at_equal_inertia(ray_session):
+    import ray
+    from sklearn.cluster import KMeans as SKMeans
+
+    rng = np.random.default_rng(0)  # 20 components in 16-d, unit-normalised like sentence embeddings
+    X = (rng.normal(size=(20, 16))[rng.integers(0, 20, 30_000)] + 0.7 * rng.normal(size=(30_000, 16))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    params = dict(n_clusters=20, n_init=1, init_sample=1_000)
+    cold = KMeans(**params, points_per_centroid=0)
+    warm = KMeans(**params, points_per_centroid=100)  # Lloyd on 2,000 rows first
+    assert not cold.warm_starts(len(X), 20) and warm.warm_starts(len(X), 20)
+    assert KMeans(**params).sample_size(len(X), 20) == 5_120  # default: 256 rows a centroid
+    cold.fit(X), warm.fit(X)
+    seeds = cold._seeds(X[cold._sample_rows(len(X), 20)[0]], 20, 0)  # the seeds both fits start from
+    theirs = SKMeans(n_clusters=20, init=seeds, n_init=1).fit(X)
+    assert warm.inertia_ == pytest.approx(theirs.inertia_, rel=1e-3)
+    assert cold.inertia_ == pytest.approx(theirs.inertia_, rel=1e-3)
+    assert 1 <= warm.n_iter_ <= cold.n_iter_ / 2  # 3 passes over all rows against 8
+    blocks = [ray.put(part) for part in np.array_split(X, 4)]
+    over_blocks = KMeans(**params, points_per_centroid=100, backend="ray").fit_blocks(blocks, len(X))
+    assert over_blocks.inertia_ == pytest.approx(warm.inertia_, rel=1e-4)  # the same samples, seeds and start
+    assert over_blocks.n_iter_ <= warm.n_iter_ + 1
+    with pytest.raises(ICCError, match="points_per_centroid must be a non-negative integer"):
+        KMeans(points_per_centroid=-1).fit(X)
+
+
 def test_fit_blocks_fits_the_centroids_and_leaves_the_labels_to_predict(ray_session, blobs):
     import ray
 

@@ -1,15 +1,20 @@
+import subprocess
+
 import numpy as np
 import pytest
 import torch
 
+from icc import TextClusterer
+from icc.corpus.embed_stage import check_embed_settings, embed_key, resolve_embedder
 from icc.errors import ICCError
+from icc.models.device import cpu_has_amx_bf16, resolve_precision
 from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder
 from icc.models.hub import resolve_model
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    return TextEmbedder("all-MiniLM-L6-v2", batch_size=4)
+    return TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="float32")
 
 
 TEXTS = [
@@ -88,7 +93,7 @@ def test_batches_follow_token_counts_not_characters():
 
 
 def test_int8_quantised_vectors_stay_close_to_float(embedder):
-    quantised = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, quantize="int8")
+    quantised = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="int8")
     assert not any(type(m) is torch.nn.Linear for m in quantised.model.modules())  # every Linear is int8 now
     ours = quantised.embed(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
@@ -97,17 +102,41 @@ def test_int8_quantised_vectors_stay_close_to_float(embedder):
     assert ours[0] @ ours[1] > ours[0] @ ours[2] + 0.3
 
 
-def test_quantize_settings_are_checked_before_loading():
-    with pytest.raises(ICCError, match="unknown embedder.quantize 'int4'"):
-        check_embedder("all-MiniLM-L6-v2", quantize="int4")
-    with pytest.raises(ICCError, match="computes in int8"):
-        check_embedder("all-MiniLM-L6-v2", quantize="int8", dtype="bfloat16")
-    with pytest.raises(ICCError, match="CPU only"):
-        TextEmbedder("all-MiniLM-L6-v2", device="cuda", quantize="int8")
+def test_precision_is_checked_before_loading_and_old_keys_name_the_new_one():
+    with pytest.raises(ICCError, match="unknown embedder.precision 'int4'"):
+        check_embedder("all-MiniLM-L6-v2", precision="int4")
+    with pytest.raises(ICCError, match="does not run on the cuda"):
+        TextEmbedder("all-MiniLM-L6-v2", device="cuda", precision="int8")  # refused before CUDA is touched
+    with pytest.raises(ICCError, match="float16 does not run on the cpu"):
+        TextEmbedder("all-MiniLM-L6-v2", device="cpu", precision="float16")
+    for old in ("dtype", "quantize"):
+        with pytest.raises(ICCError, match=f"embedder.{old} is now embedder.precision"):
+            check_embed_settings({"model": "all-MiniLM-L6-v2", old: "int8"}, {}, 100)
+    with pytest.raises(ICCError, match="embedder.dtype is now embedder.precision"):
+        TextClusterer(embedder={"model": "all-MiniLM-L6-v2", "dtype": "bfloat16"}).fit(TEXTS)
+
+
+def test_auto_precision_is_bf16_on_cpus_with_amx_and_unchanged_on_gpus():
+    """auto: GPU autocast as before ("auto", decided on the GPU); on a CPU bf16 where it has AMX-BF16
+    (the kernel's cpuinfo flag, cross-checked with lscpu's), else float32; resolved in the driver
+    for the pool's device, as the embed stage's key records it."""
+    flags = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30).stdout.split()
+    assert cpu_has_amx_bf16() == ("amx_bf16" in flags)
+    cpu = "bfloat16" if cpu_has_amx_bf16() else "float32"
+    assert resolve_precision("auto", gpu=False) == cpu and resolve_precision("auto", gpu=True) == "auto"
+    assert resolve_precision("int8", gpu=False) == "int8"
+    settings = {"model": "all-MiniLM-L6-v2", "precision": "auto"}
+    assert resolve_embedder(settings, {"num_gpus": 0})["precision"] == cpu
+    assert resolve_embedder(settings, {"num_gpus": 1})["precision"] == "auto"
+    keys = {embed_key("x", {}, resolve_embedder(settings, {"num_gpus": n}), "fingerprint") for n in (0, 1)}
+    assert len(keys) == 2  # a CPU run and a GPU run never resume each other's shards
+    default = TextEmbedder("all-MiniLM-L6-v2", device="cpu")
+    assert default.precision == cpu and default.autocast_dtype is None
+    assert next(default.model.parameters()).dtype == (torch.bfloat16 if cpu == "bfloat16" else torch.float32)
 
 
 def test_bfloat16_on_the_cpu_casts_the_weights(embedder):
-    bf16 = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, dtype="bfloat16")
+    bf16 = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="bfloat16")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
     ours = bf16.embed(TEXTS)
     assert ours.dtype == np.float32
@@ -116,10 +145,37 @@ def test_bfloat16_on_the_cpu_casts_the_weights(embedder):
 
 
 def test_cpu_float32_batches_fill_a_token_budget(embedder):
-    default = TextEmbedder("all-MiniLM-L6-v2")
+    default = TextEmbedder("all-MiniLM-L6-v2", precision="float32")
     assert default.tokens_per_batch == CPU_TOKENS_PER_BATCH and embedder.tokens_per_batch is None  # batch_size set
     counts = np.array([4] * 300 + [60] * 40 + [256] * 3)
     # 256 rows of 4 tokens (the cap), the other 44, then 17 x 60 = 1020 tokens, and the 256-token rows 3 together.
     assert [s.stop - s.start for s in default.forward_batches(counts)] == [256, 44, 17, 17, 6, 3]
     assert [s.stop - s.start for s in embedder.forward_batches(counts)] == [4] * 85 + [3]
     np.testing.assert_allclose(default.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
+def test_onnx_int8_is_converted_once_into_the_cache_and_stays_close_to_float(embedder, tmp_path, monkeypatch):
+    """precision=onnx-int8: the ONNX Runtime int8 graph, converted at the first load into the model cache,
+    read from it at the next; an entry icc did not write is refused, never overwritten; never downloads."""
+    from icc.models.onnx_encoder import MODEL_FILE, RECORD_FILE
+
+    monkeypatch.setenv("ICC_CACHE", str(tmp_path))
+    converted = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="onnx-int8")
+    [entry] = (tmp_path / "models" / "onnx-int8").iterdir()  # no partial directory left beside it
+    assert sorted(p.name for p in entry.iterdir()) == sorted([MODEL_FILE, RECORD_FILE])
+    written = (entry / MODEL_FILE).stat().st_mtime_ns
+    ours, lengths = converted.embed_with_lengths(TEXTS)
+    reference, reference_lengths = embedder.embed_with_lengths(TEXTS)
+    np.testing.assert_array_equal(lengths, reference_lengths)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+    cosine = np.sum(ours * reference, axis=1)
+    assert cosine.min() > 0.97 and not np.allclose(cosine, 1, atol=1e-4)  # close, yet computed in int8
+    cached = TextEmbedder("all-MiniLM-L6-v2", batch_size=4, precision="onnx-int8")
+    assert (entry / MODEL_FILE).stat().st_mtime_ns == written
+    np.testing.assert_allclose(cached.embed(TEXTS), ours, atol=1e-6)
+    (entry / RECORD_FILE).unlink()  # now an entry as if another program had put it there
+    with pytest.raises(ICCError, match="icc did not write"):
+        TextEmbedder("all-MiniLM-L6-v2", precision="onnx-int8")
+    assert (entry / MODEL_FILE).stat().st_mtime_ns == written
+    with pytest.raises(ICCError, match="never downloads"):
+        TextEmbedder("sentence-transformers/all-mpnet-base-v2", precision="onnx-int8")

@@ -7,14 +7,14 @@ import sys
 from conftest import ROOT
 
 # Imports the pipeline and runs the checks its driver makes before Ray starts (the embedder's
-# settings, a dtype), then prints which model libraries that loaded.
+# settings and their resolved precision, a dtype), then prints which model libraries that loaded.
 DRIVER = """
 import sys
 import pipelines.cluster
-from icc.corpus.embed_stage import check_embed_settings
+from icc.corpus.embed_stage import check_embed_settings, resolve_embedder
 from icc.models.device import check_dtype
 from icc.models.llm import check_causal_lm
-check_embed_settings({"model": "all-MiniLM-L6-v2", "dtype": "bfloat16"}, {"actors": 1}, 1000)
+check_embed_settings(resolve_embedder({"model": "all-MiniLM-L6-v2", "precision": "auto"}, {}), {"actors": 1}, 1000)
 check_dtype("float16")
 check_causal_lm("all-MiniLM-L6-v2")
 print(sorted(name for name in ("torch", "transformers") if name in sys.modules))

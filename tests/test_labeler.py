@@ -1,9 +1,13 @@
 """Cluster names: c-TF-IDF with frequent-word reduction, re-ranking against the centroid (MMR),
 and LLM names that are a few whole words or fall back to the keywords."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from conftest import TEXT
+from conftest import ROOT, TEXT
 
 from icc.corpus.labeler import ClusterNames, KeywordLabeler, clean_name, combine, make_labeler, mmr
 from icc.errors import ICCError
@@ -62,6 +66,35 @@ def test_rerank_puts_the_terms_nearest_the_centroid_first():
         similarity = encoder.embed(candidates) @ (centroids[c] / np.linalg.norm(centroids[c]))
         assert words[0] == candidates[int(np.argmax(similarity))]
     assert reranked.names == [", ".join(words[:3]) for words in reranked.representation]
+
+
+# In a fresh process, which has not imported transformers yet, as `icc cluster`'s driver: the
+# labeler's encoder loads in the background (`preload`) while the main thread builds a TextEmbedder
+# too. Prints the names with the preloaded encoder and with one loaded when `label` needs it.
+PRELOAD = """
+import json, sys
+import numpy as np
+from icc.corpus.labeler import KeywordLabeler
+from icc.models.embedder import TextEmbedder
+minilm, news = json.loads(sys.argv[1])
+labeler = KeywordLabeler(embedder=minilm, representation_words=5)
+labeler.preload()
+loading = labeler._loading
+encoder = TextEmbedder(**minilm)
+centroids = np.stack([encoder.embed(texts).mean(axis=0) for texts in news])
+preloaded = labeler.label(news, centroids)
+assert labeler.encoder() is loading.result() is not encoder
+on_demand = KeywordLabeler(embedder=minilm, representation_words=5).label(news, centroids)
+print(json.dumps({"preloaded": preloaded.representation, "on_demand": on_demand.representation}))
+"""
+
+
+def test_preloaded_encoder_loads_beside_another_and_names_the_same():
+    result = subprocess.run([sys.executable, "-c", PRELOAD, json.dumps([MINILM, NEWS])], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    names = json.loads(result.stdout.splitlines()[-1])
+    assert names["preloaded"] == names["on_demand"] and all(len(words) == 5 for words in names["preloaded"])
 
 
 def test_mmr_trades_relevance_for_diversity():

@@ -34,6 +34,10 @@ def model(corpus):
     return model
 
 
+def test_the_keyword_labeler_re_ranks_with_the_fitted_encoder(model):
+    assert model.labeler_.encoder() is model.embedder_  # one load of the model, not two
+
+
 def intent_cluster(model, y, intent):
     return np.bincount(model.labels_[y == intent]).argmax()
 
@@ -153,3 +157,27 @@ def test_save_writes_a_run_that_load_and_icc_search_read(model, tmp_path):
 def test_report_writes_the_map_with_names_and_hierarchy(model, tmp_path):
     page = model.report(tmp_path / "map.html").read_text()
     assert all(name in page for name in model.names_) and "<h2>Hierarchy</h2>" in page
+
+
+class FixedNames:
+    """A labeler object (as an LLMLabeler is): names each cluster 'topic <c>'."""
+
+    texts_per_cluster = 2
+
+    def label(self, cluster_texts, centroids):
+        from icc.corpus.labeler import ClusterNames
+
+        k = len(cluster_texts)
+        return ClusterNames([f"topic {c}" for c in range(k)], [[f"word{c}"] for c in range(k)], ["llm"] * k)
+
+
+def test_names_of_a_labeler_object_survive_save_load_save(corpus, tmp_path):
+    import pyarrow.parquet as pq
+
+    model = icc.TextClusterer(n_clusters=4, labeler=FixedNames()).fit(corpus[0])
+    once = icc.TextClusterer.load(model.save(tmp_path / "once"))  # its labeler is saved as "none"
+    twice = icc.TextClusterer.load(once.save(tmp_path / "twice"))
+    clusters = pq.read_table(tmp_path / "twice" / "clusters.parquet").to_pydict()
+    assert twice.names_ == once.names_ == [f"topic {c}" for c in range(4)] == clusters["name"]
+    assert clusters["name_source"] == ["llm"] * 4 and clusters["representation"][0] == ["word0"]
+    assert twice.cluster_info()["central_texts"].tolist() == model.cluster_info()["central_texts"].tolist()

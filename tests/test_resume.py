@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN, ROOT, TEXT, run_icc
 from sklearn.metrics import adjusted_rand_score
 
-from icc.corpus.embed_stage import embed_corpus, embed_key
+from icc.corpus.embed_stage import embed_corpus, embed_key, resolve_embedder
 from icc.corpus.shards import Shards, resume_shards
 from icc.data.corpus import read_corpus
 from icc.data.parquet import vector_matrix
@@ -91,9 +91,11 @@ def test_killed_run_resumes_without_re_embedding(ray_address, tmp_path):
 
     # The pipeline's embed stage again, with the run's config: the complete stage is skipped (no
     # Ray is needed to see it), also with other runtime settings; another embedder config starts afresh.
-    config = json.loads((killed / "run.json").read_text())["config"]
+    record = json.loads((killed / "run.json").read_text())
+    config, embedder = record["config"], record["embedder"]  # the load group, its precision resolved as keyed
     columns = {key: value for key, value in config["data"].items() if key != "path"}
-    embedder = {key: value for key, value in config["embedder"].items() if key != "pool"}
+    assert embedder == resolve_embedder({key: value for key, value in config["embedder"].items() if key != "pool"},
+                                        config["embedder"]["pool"])
     shards, embedded_now = embed_corpus(str(corpus), columns, embedder, config["embedder"]["pool"], killed, SHARD_ROWS)
     assert embedded_now == 0 and shards.complete and shards.n_rows == ROWS
     faster = {**config["embedder"]["pool"], "actors": 2, "batch_size": 8, "rows_per_batch": 64}

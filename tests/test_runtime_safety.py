@@ -29,6 +29,7 @@ SMALL_RUN = ["ray.progress_bars=false", "data=file", "labeler=none", "report.ena
     ("clusterer.k=many", "k must be an integer or 'auto', got 'many'"),
     ("embedder.pool.batch_size=abc", "batch_size must be a positive integer or null, got 'abc'"),
     ("clusterer.kk=5", "unknown key clusterer.kk (did you mean clusterer.k, "),
+    ("embedder.dtype=bfloat16", "embedder.dtype is now embedder.precision (choose from auto, "),
 ])
 def test_a_bad_setting_stops_the_run_before_any_work(ray_address, tmp_path, override, message):
     out = tmp_path / "run"

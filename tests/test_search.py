@@ -12,9 +12,10 @@ import pytest
 from conftest import run_icc
 
 from icc.corpus.rerank import PairwiseJudge, PairwiseReranker, worst_case_comparisons
-from icc.corpus.rundir import load_run
+from icc.corpus.rundir import Manifest, load_run
 from icc.corpus.search import ClusterIndex, Searcher
 from icc.errors import ICCError
+from icc.models.device import resolve_precision
 from icc.models.hub import SMOLLM2
 
 QUERIES = ["I lost my phone, what do I do?", "how do I close my account", "what rate do you use for currency exchange",
@@ -70,7 +71,11 @@ def test_queries_are_embedded_as_the_run_recorded_its_embedder(banking_run, tmp_
     run_dir = tmp_path / "run"
     shutil.copytree(banking_run, run_dir)
     record = json.loads((run_dir / "run.json").read_text())
-    assert {"model", "max_length", "pooling", "dtype"} <= set(record["embedder"])
+    assert {"model", "max_length", "pooling", "precision"} <= set(record["embedder"])
+    # the precision as the driver resolved it for the CPU actors, in run.json and the resume key's settings alike
+    resolved = resolve_precision("auto", gpu=False)
+    assert record["config"]["embedder"]["precision"] == "auto" and record["embedder"]["precision"] == resolved
+    assert Manifest.load(run_dir).settings["embedder.precision"] == resolved
     record["embedder"]["pooling"] = "last"
     (run_dir / "run.json").write_text(json.dumps(record))
     query = QUERIES[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 from icc.bench.tables import METRICS
 from icc.checks import check_int
 from icc.cluster import make_clusterer
-from icc.corpus.embed_stage import check_embed_pool
+from icc.corpus.embed_stage import check_embed_pool, resolve_embedder
 from icc.data.corpus import list_files
 from icc.data.fingerprint import file_fingerprint
 from icc.errors import ICCError
@@ -112,6 +112,7 @@ def embedder_specs(names: list[str], presets: dict, transformer_defaults: dict) 
                 check_embed_pool(**pool)
             except ICCError as e:
                 raise ICCError(f"embedder '{name}': {e}") from None
+            preset = resolve_embedder(preset, pool)  # the embedding cache keys the precision it computes in
         specs.append(EmbedderSpec(name=name, kind=kind, params=preset, pool=pool))
     return specs
 

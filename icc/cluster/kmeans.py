@@ -1,14 +1,16 @@
 """k-means: in memory with faiss, or over Ray object-store blocks when the vectors do not fit one process.
 
-Both fits run Lloyd iterations from k-means++ (scikit-learn's) or random seeds drawn from a sample
-of the rows, `n_init` runs, the one of lowest inertia winning; a run stops after `max_iter`
+Both fits start each of `n_init` runs from k-means++ (scikit-learn's) or random seeds drawn from a
+sample of the rows, run Lloyd iterations on a larger sample first (`points_per_centroid` rows per
+centroid, as faiss trains on 256 per centroid), then over all rows from the sample's centroids;
+the run of lowest inertia wins. Lloyd on a sample or on all rows stops after `max_iter`
 iterations or once an iteration lowers its inertia by at most `tol` of it.
 
-In memory (`fit`): faiss.Kmeans over all rows, one run after another. Distributed (`fit_blocks`):
-the vectors stay in blocks of the object store (a Ray Data dataset's blocks, see
-`icc.corpus.sharded`). Seeding runs on a sample of the blocks in one task; each iteration maps
-every block to per-cluster sums and counts for all runs at once (one task per block) and the
-driver adds them up and divides: the driver holds (n_init, k, d).
+In memory (`fit`): faiss.Kmeans, one run after another. Distributed (`fit_blocks`): the vectors
+stay in blocks of the object store (a Ray Data dataset's blocks, see `icc.corpus.sharded`). One
+task gathers the sample from the blocks; one task a run seeds and runs Lloyd on it; each
+iteration over all rows maps every block to per-cluster sums and counts for all runs at once
+(one task per block) and the driver adds them up and divides: the driver holds (n_init, k, d).
 """
 
 import os
@@ -19,7 +21,7 @@ import ray
 import scipy.sparse
 from sklearn.cluster import kmeans_plusplus
 
-from icc.checks import check_non_negative, check_positive_int
+from icc.checks import check_int, check_non_negative, check_positive_int
 from icc.cluster.base import KClusterer, check_k
 from icc.errors import ICCError
 
@@ -38,20 +40,25 @@ class KMeans(KClusterer):
         "auto": faiss when the fit sample's vectors take at most `memory_limit_mb`, else ray.
     init_sample: rows drawn for seeding (None: max(10000, 40 k)); k-means++ on all of a million
         rows would take longer than the Lloyd iterations, for an inertia within 0.1%.
+    points_per_centroid: Lloyd runs first on a sample of this many rows per centroid (at least the
+        seeding sample), then over all rows from its centroids; 0, or a sample of all rows: all
+        rows from the seeds. Default 256 (faiss's max_points_per_centroid).
     Other parameters: see `KClusterer` and `Clusterer`.
     After fit: also `inertia_` (sum of squared distances to the nearest centroid) and `n_iter_`
-    (the Lloyd iterations the winning run took: max_iter when it did not converge).
+    (the Lloyd iterations over all rows the winning run took, after those on the sample: max_iter
+    when it did not converge).
     """
 
     labels_are_nearest_centroid = True
 
     def __init__(self, n_clusters=8, *, init="k-means++", n_init=10, max_iter=100, tol=1e-4, random_state=0,
                  backend="auto", memory_limit_mb=2048, init_sample=None, k_range=(2, 20), auto_sample=5000,
-                 fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
+                 points_per_centroid=256, fit_fraction=1.0, max_fit_rows=None, assign="centroid", knn_k=10):
         super().__init__(n_clusters, k_range=k_range, auto_sample=auto_sample, random_state=random_state,
                          fit_fraction=fit_fraction, max_fit_rows=max_fit_rows, assign=assign, knn_k=knn_k)
         self.init, self.n_init, self.max_iter, self.tol = init, n_init, max_iter, tol
         self.backend, self.memory_limit_mb, self.init_sample = backend, memory_limit_mb, init_sample
+        self.points_per_centroid = points_per_centroid
 
     def check_params(self) -> None:
         super().check_params()
@@ -64,6 +71,7 @@ class KMeans(KClusterer):
         check_non_negative(self.tol, "tol")
         check_non_negative(self.memory_limit_mb, "memory_limit_mb")
         check_positive_int(self.init_sample, "init_sample", allow_none=True)
+        check_int(self.points_per_centroid, "points_per_centroid")
 
     def distributed(self, n_rows: int, dim: int) -> bool:
         """Whether a fit on n_rows vectors of dim floats runs over blocks (`fit_blocks`)."""
@@ -81,15 +89,36 @@ class KMeans(KClusterer):
         """Rows that k-means++ (or random) seeding draws its k seeds from, out of n_rows."""
         return min(n_rows, self.init_sample or max(10_000, 40 * k))
 
-    def _fit(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample_size(self, n_rows: int, k: int) -> int:
+        """Rows of the Lloyd sample for a fit on n_rows; a fit with one smaller than all rows and
+        larger than the seeding sample starts over all rows from Lloyd on it (`warm_starts`)."""
+        return min(n_rows, max(self.seed_sample_size(n_rows, k), self.points_per_centroid * k))
+
+    def warm_starts(self, n_rows: int, k: int) -> bool:
+        """Whether a fit on n_rows runs Lloyd on a sample before the passes over all rows."""
+        return self.seed_sample_size(n_rows, k) < self.sample_size(n_rows, k) < n_rows
+
+    def _start(self, seed_sample: np.ndarray, sample: np.ndarray | None, k: int, seed: int) -> np.ndarray:
+        """(k, d) float32 centroids that one run's Lloyd iterations over all rows start from: seeds
+        drawn from the (s, d) `seed_sample` (`seed`), then Lloyd on the (m, d) `sample` unless None."""
+        seeds = self._seeds(seed_sample, k, seed)
+        return seeds if sample is None else _faiss_lloyd(sample, seeds, self.max_iter, self.tol).centroids
+
+    def _sample_rows(self, n_rows: int, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The sorted row numbers of the seeding sample and of the Lloyd sample (None: no warm
+        start), drawn the same way for both backends."""
         rng = np.random.default_rng(self.random_state)
-        sample = X[np.sort(rng.choice(len(X), self.seed_sample_size(len(X), k), replace=False))]
+        seed_rows = np.sort(rng.choice(n_rows, self.seed_sample_size(n_rows, k), replace=False))
+        if not self.warm_starts(n_rows, k):
+            return seed_rows, None
+        return seed_rows, np.sort(rng.choice(n_rows, self.sample_size(n_rows, k), replace=False))
+
+    def _fit(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        seed_rows, rows = self._sample_rows(len(X), k)
+        seed_sample, sample = X[seed_rows], None if rows is None else X[rows]
         best = None
         for run in range(self.n_init):
-            seed = self.random_state + run
-            km = faiss.Kmeans(X.shape[1], k, niter=self.max_iter, seed=seed, early_stop_threshold=self.tol,
-                              max_points_per_centroid=len(X), min_points_per_centroid=1)
-            km.train(X, init_centroids=self._seeds(sample, k, seed))
+            km = _faiss_lloyd(X, self._start(seed_sample, sample, k, self.random_state + run), self.max_iter, self.tol)
             squared, labels = km.index.search(X, 1)
             if best is None or squared.sum() < best[0]:
                 best = (float(squared.sum()), len(km.iteration_stats), km.centroids.copy(), labels[:, 0])
@@ -109,33 +138,35 @@ class KMeans(KClusterer):
             raise ICCError("k=auto and assign=knn need the fit sample in memory: set clusterer.backend=faiss or a "
                            "smaller clusterer.fit_fraction")
         k = check_k(self.n_clusters, n_rows)
-        fraction = self.seed_sample_size(n_rows, k) / n_rows
-        seeds = np.stack(ray.get(_seed_runs.remote(blocks, fraction, k, self.n_init, self.random_state, self)))
-        self.cluster_centers_, self.inertia_ = self._lloyd(seeds, blocks)
+        seed_sample, sample = _sample_blocks.remote(blocks, *self._sample_rows(n_rows, k))
+        starts = [_start_run.remote(self, seed_sample, sample, k, self.random_state + run) for run in range(self.n_init)]
+        self.cluster_centers_, self.inertia_ = self._lloyd(np.stack(ray.get(starts)), blocks)
         self.labels_, self.k_scores_, self.sample_ = None, None, None
-        self.fit_rows_, self.n_features_in_ = n_rows, seeds.shape[2]
+        self.fit_rows_, self.n_features_in_ = n_rows, self.cluster_centers_.shape[1]
         return self
 
     def _lloyd(self, centroids: np.ndarray, blocks: list) -> tuple[np.ndarray, float]:
-        """Lloyd iterations over `blocks` of the runs seeded by the (runs, k, d) `centroids`; the
-        runs still active share each pass. Sets `n_iter_` and returns the winning run's (k, d)
-        centroids and inertia."""
+        """Lloyd iterations over `blocks` of the runs started from the (runs, k, d) `centroids`; the
+        runs still active share each pass. A run ends with the centroids of its last pass, whose
+        inertia that pass measured (its means would need one more pass for theirs). Sets `n_iter_`
+        (passes) and returns the winning run's (k, d) centroids and inertia."""
         centroids = np.array(centroids, dtype=np.float32)
         runs = len(centroids)
         n_iter = np.zeros(runs, dtype=np.int64)
-        previous = np.full(runs, np.nan)  # no inertia yet: no run stops after its first iteration
+        inertia = np.full(runs, np.nan)  # of `centroids`; none yet: no run stops after its first pass
         active = np.ones(runs, dtype=bool)
-        for _ in range(self.max_iter):
-            sums, counts, inertia = _block_sums(blocks, centroids[active])
-            means = sums / np.maximum(counts, 1)[..., None]
-            centroids[active] = np.where(counts[..., None] > 0, means, centroids[active])  # an empty cluster stays
+        for iteration in range(self.max_iter):
+            sums, counts, measured = _block_sums(blocks, centroids[active])
             n_iter[active] += 1
-            converged = previous[active] - inertia <= self.tol * previous[active]
-            previous[active] = inertia
+            converged = inertia[active] - measured <= self.tol * inertia[active]
+            converged |= iteration == self.max_iter - 1  # no pass left to measure the means
+            inertia[active] = measured
+            moving = np.flatnonzero(active)[~converged]
+            means = sums[~converged] / np.maximum(counts[~converged], 1)[..., None]
+            centroids[moving] = np.where(counts[~converged, :, None] > 0, means, centroids[moving])  # empty: stays
             active[np.flatnonzero(active)[converged]] = False
             if not active.any():
                 break
-        _, _, inertia = _block_sums(blocks, centroids)
         best = int(np.argmin(inertia))
         self.n_iter_ = int(n_iter[best])
         return centroids[best], float(inertia[best])
@@ -179,18 +210,33 @@ def _partial_sums(X: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
     return sums, counts, inertia
 
 
-@ray.remote(num_cpus=1)
-def _seed_runs(blocks: list, fraction: float, k: int, runs: int, seed: int, kmeans: KMeans) -> list[np.ndarray]:
-    """k-means++ (or random) seeds for each run, from a `fraction` sample of every block."""
-    faiss.omp_set_num_threads(os.cpu_count())
-    rng = np.random.default_rng(seed)
-    parts = []
+def _faiss_lloyd(X: np.ndarray, centroids: np.ndarray, max_iter: int, tol: float) -> faiss.Kmeans:
+    """faiss.Kmeans trained on all of the (n, d) float32 X from the (k, d) `centroids`: at most
+    max_iter iterations, stopping once one lowers the inertia by at most `tol` of it."""
+    km = faiss.Kmeans(X.shape[1], len(centroids), niter=max_iter, early_stop_threshold=tol,
+                      max_points_per_centroid=len(X), min_points_per_centroid=1)
+    km.train(X, init_centroids=centroids)
+    return km
+
+
+@ray.remote(num_cpus=1, num_returns=2)
+def _sample_blocks(blocks: list, *rows: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
+    """For each sorted array of row numbers in `rows` (None: none), the (m, d) rows it names of
+    the `blocks` taken in order as one array, as in memory `X[rows]` would be."""
+    parts = [[] for _ in rows]
+    offset = 0
     for block in blocks:
         X = ray.get(block)
-        parts.append(X[rng.random(len(X)) < fraction])
+        for part, wanted in zip(parts, rows):
+            if wanted is not None:
+                part.append(X[wanted[np.searchsorted(wanted, offset):np.searchsorted(wanted, offset + len(X))] - offset])
+        offset += len(X)
         del X
-    sample = np.concatenate(parts)
-    if len(sample) < k:  # a tiny sample of a large corpus: take whole blocks instead
-        sample = np.concatenate([ray.get(b) for b in blocks])
-    return [kmeans._seeds(sample, k, seed + run) for run in range(runs)]
+    return tuple(None if wanted is None else np.concatenate(part) for part, wanted in zip(parts, rows))
 
+
+@ray.remote(num_cpus=1)
+def _start_run(kmeans: KMeans, seed_sample: np.ndarray, sample: np.ndarray | None, k: int, seed: int) -> np.ndarray:
+    """`KMeans._start` of one run in a task: its (k, d) starting centroids."""
+    faiss.omp_set_num_threads(os.cpu_count())
+    return kmeans._start(seed_sample, sample, k, seed)

@@ -15,7 +15,8 @@ from icc.corpus.shards import Shards, resume_shards, write_embedded
 from icc.data.corpus import read_corpus
 from icc.data.fingerprint import cache_key, file_fingerprint
 from icc.errors import ICCError
-from icc.models.embedder import TextEmbedder, check_embedder, tokenize_batch
+from icc.models.device import CPU_ONLY, gpus_visible, resolve_precision
+from icc.models.embedder import TextEmbedder, check_embedder, check_renamed, tokenize_batch
 from icc.ray_runtime import actor_pool, check_pool
 
 TOKENIZE = ("auto", "stage", "actor")  # where texts are tokenised: see `embed_dataset`
@@ -38,10 +39,22 @@ def embed_key(path: str, columns: dict, embedder: dict, fingerprint: str | None 
 
 def check_embed_settings(embedder: dict, pool: dict, shard_rows: int) -> None:
     """ICCError for an `embed_corpus` setting of the wrong type or range, before any work: the
-    `embedder` load settings, the `pool` (`check_embed_pool`) and `shard_rows`."""
+    `embedder` load settings (one under an old name too), the `pool` (`check_embed_pool`) and `shard_rows`."""
+    check_renamed(embedder)
     check_embedder(**embedder)
     check_embed_pool(**pool)
     check_positive_int(shard_rows, "output.shard_rows")
+
+
+def resolve_embedder(embedder: dict, pool: dict) -> dict:
+    """`embedder` with its precision resolved for where the pool's actors run (`resolve_precision`),
+    as the embed stage's key and run.json record it and the actors get it, so that a run resumed on
+    another machine computes in the same precision. The actors hold GPUs if `pool`'s num_gpus says
+    so, or where it is unset (one per GPU of the cluster), if this machine sees one (`gpus_visible`):
+    a driver that sees no GPU of a cluster that has them must set embedder.pool.num_gpus."""
+    num_gpus = pool.get("num_gpus")
+    gpu = bool(num_gpus) if num_gpus is not None else gpus_visible()
+    return {**embedder, "precision": resolve_precision(embedder.get("precision", "auto"), gpu)}
 
 
 def check_embed_pool(batch_size: int | None = None, rows_per_batch: int = 1024, tokenize: str = "auto",
@@ -90,7 +103,7 @@ def embed_dataset(
     """Add `vector` and `truncated` columns to a Ray Dataset of texts with a pool of embedder actors.
 
     embedder: what loads the model, `TextEmbedder` keyword arguments (model, max_length, pooling,
-    dtype, trust_remote_code, allow_pickle, quantize). The rest is the pool (the config's `embedder.pool`):
+    precision, trust_remote_code, allow_pickle; `resolve_embedder`). The rest is the pool (the config's `embedder.pool`):
     `actors`, `num_gpus`, `cpus_per_actor` (see `icc.ray_runtime.actor_pool`) and each actor's
     `num_threads` and `batch_size`; `rows_per_batch` rows go to an actor at a time, which sorts
     them by length and runs them in `batch_size` forward passes. tokenize: "stage" (CPU tasks
@@ -101,9 +114,13 @@ def embed_dataset(
     check_embed_pool(batch_size, rows_per_batch, tokenize, actors=actors, num_gpus=num_gpus,
                      cpus_per_actor=cpus_per_actor, num_threads=num_threads)
     pool = actor_pool(actors, num_gpus, cpus_per_actor)
-    if embedder.get("quantize") and pool["num_gpus"]:
-        raise ICCError(f"embedder.quantize={embedder['quantize']} runs on the CPU only and the embedder actors hold GPUs: "
-                       "set embedder.quantize=null or embedder.pool.num_gpus=0")
+    precision = embedder.get("precision", "auto")
+    if pool["num_gpus"] and precision in CPU_ONLY:
+        raise ICCError(f"embedder.precision={precision} runs on the CPU only and the embedder actors hold GPUs: "
+                       "set embedder.precision=auto or embedder.pool.num_gpus=0")
+    if pool["num_gpus"] and num_gpus is None and precision != "auto" and not gpus_visible():
+        raise ICCError(f"the Ray cluster has GPUs this machine does not see, so embedder.precision was resolved for "
+                       f"a CPU ({precision}): set embedder.pool.num_gpus (1: an actor per GPU, 0: on the CPUs)")
     # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
     # batches first, so that embedded rows reach the writer (and the shards) as they are done.
     ds = ds.repartition(target_num_rows_per_block=rows_per_batch)

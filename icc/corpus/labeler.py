@@ -6,6 +6,7 @@ returns `ClusterNames`: a name per cluster, its ranked keywords and where each n
 """
 
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ class KeywordLabeler:
         self.max_chars = max_chars
         self.embedder = embedder if rerank else None
         self._encoder = None
+        self._loading: Future | None = None  # the encoder's load that `preload` started
 
     def weights(self, cluster_texts: list[list[str]]):
         """(terms, (k, vocabulary) CSR c-TF-IDF weights); (empty, None) when no term is left."""
@@ -123,12 +125,32 @@ class KeywordLabeler:
                     self.representation_words, self.diversity)
                 for words, centroid in zip(candidates, centroids)]
 
-    def encoder(self):
-        if self._encoder is None:
-            from icc.models.embedder import TextEmbedder
+    def preload(self) -> None:
+        """Start loading the re-ranking encoder (torch, transformers and the model: seconds) in a
+        background thread, so that a driver that meanwhile waits on Ray has it by the label stage;
+        `encoder` waits for it (and raises what the load raised). Nothing to do without `embedder`."""
+        if self.embedder is not None and self._encoder is None and self._loading is None:
+            loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icc-labeler-encoder")
+            self._loading = loader.submit(self._load_encoder)
+            loader.shutdown(wait=False)  # its thread ends with the load
 
-            self._encoder = TextEmbedder(**self.embedder)
+    def use_encoder(self, encoder) -> None:
+        """Re-rank with `encoder`, a loaded TextEmbedder made from this labeler's `embedder` settings
+        (a caller that holds one, as `icc.TextClusterer` does, spares a second load of the model)."""
+        if self.embedder is not None:
+            self._encoder = encoder
+
+    def encoder(self):
+        """The re-ranking encoder: the one `use_encoder` gave or `preload` loads, else loaded now."""
+        if self._encoder is None:
+            self._encoder = self._loading.result() if self._loading else self._load_encoder()
+            self._loading = None
         return self._encoder
+
+    def _load_encoder(self):
+        from icc.models.embedder import TextEmbedder
+
+        return TextEmbedder(**self.embedder)
 
     def label(self, cluster_texts: list[list[str]], centroids: np.ndarray | None = None) -> ClusterNames:
         representation = self.keywords(cluster_texts, centroids)
@@ -205,6 +227,10 @@ class LLMLabeler:
         self.texts_per_cluster = max(texts_per_cluster, self.keywords.texts_per_cluster)
         self.shown, self.clusters_per_batch = texts_per_cluster, clusters_per_batch
         self.namer = {**llm, "max_new_tokens": max_new_tokens, "max_chars": max_chars, "max_words": max_words}
+
+    def preload(self) -> None:
+        """The keywords' `KeywordLabeler.preload` (the LLM loads in its actors, at the label stage)."""
+        self.keywords.preload()
 
     def label(self, cluster_texts: list[list[str]], centroids: np.ndarray | None = None) -> ClusterNames:
         import ray.data

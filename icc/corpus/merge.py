@@ -158,15 +158,13 @@ def _names_after_merge(run: "rundir.ClusterRun", mapping: np.ndarray):
     merged into it joined by " / " (name_source "merged"; None if none had one) and no keywords."""
     from icc.corpus.labeler import ClusterNames
 
-    table = pq.read_table(run.dir / rundir.CLUSTERS)
-    sources = table["name_source"].to_pylist() if "name_source" in table.column_names else [None] * len(run.names)
     names, representation, source = [], [], []
     for new in range(int(mapping.max()) + 1):
         old = np.flatnonzero(mapping == new)
         if len(old) == 1:
             names.append(run.names[old[0]])
             representation.append(run.representation[old[0]])
-            source.append(sources[old[0]])
+            source.append(run.name_source[old[0]])
         else:
             joined = " / ".join(run.names[c] for c in old if run.names[c]) or None
             names.append(joined)

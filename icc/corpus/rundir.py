@@ -287,7 +287,8 @@ class ClusterRun:
     embedded row, in input order; vectors: (n, dim) float32 unit vectors; centroids: (k, dim);
     sizes: (k,); names: k cluster names (None where the run had no labeler); central_texts: per
     cluster, its texts nearest the centroid, nearest first; representation: per cluster, its
-    keywords, best first (None: the run had no labeler or predates them); embedder: the
+    keywords, best first (None: the run had no labeler or predates them); name_source: what gave
+    each name (`clusters_table`; None where none or the run predates it); embedder: the
     `embedder` entry of run.json, what loads the run's encoder (`TextEmbedder` keyword arguments:
     model, max_length, pooling, ...); config: the run's resolved config.
     """
@@ -302,6 +303,7 @@ class ClusterRun:
     names: list[str | None]
     central_texts: list[list[str]]
     representation: list[list[str] | None]
+    name_source: list[str | None]
     embedder: dict
     config: dict
     metrics: dict
@@ -349,7 +351,9 @@ def load_run(run_dir, finished: bool = True) -> ClusterRun:
         raise ICCError(f"{run_dir} is not a complete icc cluster run: {len(rows)} embedded rows in "
                        f"assignments.parquet, {embeddings.num_rows} in embeddings.parquet")
     k = clusters.num_rows
-    names = clusters["name"].to_pylist() if "name" in clusters.column_names else [None] * k
+    def column(name: str) -> list:
+        return clusters[name].to_pylist() if name in clusters.column_names else [None] * k
+
     return ClusterRun(
         dir=run_dir,
         ids=embeddings["id"].to_numpy(zero_copy_only=False),
@@ -358,10 +362,10 @@ def load_run(run_dir, finished: bool = True) -> ClusterRun:
         vectors=vector_matrix(embeddings["vector"]),
         centroids=vector_matrix(clusters["centroid"]),
         sizes=clusters["size"].to_numpy(),
-        names=names,
+        names=column("name"),
         central_texts=clusters["central_texts"].to_pylist(),
-        representation=(clusters["representation"].to_pylist() if "representation" in clusters.column_names
-                        else [None] * k),
+        representation=column("representation"),
+        name_source=column("name_source"),
         embedder=run["embedder"],
         config=run.get("config", {}),
         metrics=metrics,

@@ -96,7 +96,7 @@ class Searcher:
 
     def embed(self, text: str) -> np.ndarray:
         """The query's (dim,) unit vector from the run's embedder, loaded as run.json records it
-        (model, max_length, pooling, dtype, ...: the run's whole `embedder` load group)."""
+        (model, max_length, pooling, precision, ...: the run's whole `embedder` load group)."""
         if self._embedder is None:
             from icc.models.embedder import TextEmbedder
 

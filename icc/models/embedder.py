@@ -11,13 +11,22 @@ only checks the settings and names the class, does not load them.
 """
 
 import functools
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from icc.checks import check_bool, check_positive_int
 from icc.errors import ICCError
-from icc.models.device import check_dtype, compute_dtype, resolve_device, use_threads
+from icc.models.device import (
+    CPU_ONLY,
+    PRECISIONS,
+    check_precision,
+    compute_dtype,
+    resolve_device,
+    resolve_precision,
+    use_threads,
+)
 from icc.models.hub import check_model, load_kwargs, resolve_model
 
 if TYPE_CHECKING:  # annotations only
@@ -27,11 +36,25 @@ if TYPE_CHECKING:  # annotations only
 # A token covers at least one character, so this many characters per token keeps every text
 # that the tokenizer could fit and spares it from tokenising a multi-megabyte text in full.
 _CHARS_PER_TOKEN_BOUND = 16
-# Padded tokens per float32 forward pass on the CPU when batch_size is not set: 16 texts of 64
-# tokens, 85 intents of 12; fixed batches of 16 left short texts to per-batch overhead.
+# Padded tokens per float32 (or onnx-int8) forward pass on the CPU when batch_size is not set: 16
+# texts of 64 tokens, 85 intents of 12; fixed batches of 16 left short texts to per-batch overhead,
+# and ONNX Runtime ran 256-token texts 1.9x as fast in these as in batches of 64.
 CPU_TOKENS_PER_BATCH = 1024
+TOKEN_BUDGET_PRECISIONS = ("float32", "onnx-int8")  # those that batch by CPU_TOKENS_PER_BATCH on the CPU
 POOLINGS = ("mean", "last")
-QUANTIZE = (None, "int8")
+RENAMED = ("dtype", "quantize")  # embedder settings that embedder.precision replaced
+# One TextEmbedder is built at a time in a process: two threads importing transformers' lazy modules
+# at once fail ("cannot import name 'AutoModel'"), as when the keyword labeler's encoder loads in
+# the background (`icc.corpus.labeler.KeywordLabeler.preload`) while another one is built.
+_BUILDING = threading.Lock()
+
+
+def _one_at_a_time(init):
+    @functools.wraps(init)
+    def locked(*args, **kwargs):
+        with _BUILDING:
+            init(*args, **kwargs)
+    return locked
 
 
 class TextEmbedder:
@@ -39,63 +62,75 @@ class TextEmbedder:
 
     model: HF id, local directory or a known offline name (see `icc.models.hub`).
     max_length: tokens per text; longer texts are truncated.
-    batch_size: texts per forward pass (None: on CPU in float32 as many as fill
+    batch_size: texts per forward pass (None: on CPU in float32 or onnx-int8 as many as fill
         CPU_TOKENS_PER_BATCH padded tokens, at most 256, since small batches of similar length run
-        fastest there yet short texts need more of them per pass; 64 on CPU in bf16 or int8, whose
-        matrix units want larger products; 256 on GPU); a call sorts its texts by token count and
+        fastest there yet short texts need more of them per pass; 64 on CPU in bf16 or torch int8,
+        whose matrix units want larger products; 256 on GPU); a call sorts its texts by token count and
         runs them in batches, so padding stays small.
-    device: "cuda", "cpu" or None (cuda when available). On GPU the weights stay float32 and the
-        forward pass runs under autocast to `dtype` ("auto": bf16, or fp16 on GPUs without bf16;
-        `icc.models.device.compute_dtype`); on CPU it runs in float32 unless `dtype` is "bfloat16",
-        which casts the weights to bf16 (fast on CPUs with AMX-BF16 matrix units, slow without).
-    num_threads: torch CPU threads; None: all cores when on the CPU.
+    device: "cuda", "cpu" or None (cuda when available).
+    precision: what the encoder computes in (`icc.models.device.PRECISIONS`; "auto" resolved by
+        `resolve_precision`). On a GPU the weights stay float32 and the forward pass runs under
+        autocast to bf16 or fp16 ("auto": bf16 where the GPU has it, else fp16), or in "float32";
+        int8 is refused there. On a CPU: "float32"; "bfloat16" casts the weights (fast with
+        AMX-BF16, slow without; "auto" where the CPU has it); "int8": every Linear layer's weights
+        int8 per output channel, activations per batch (torch dynamic quantisation at load, under a
+        second, nothing cached; `quantize_int8`); "onnx-int8": the same in an ONNX Runtime graph,
+        converted once and cached (`icc.models.onnx_encoder`); float16 is refused there.
+    num_threads: torch (and ONNX Runtime) CPU threads; None: all cores when on the CPU.
     pooling: "mean" over the non-padding tokens, or "last": the hidden state of the last
         non-padding token (for causal LMs).
-    quantize: None (float weights) or "int8": on the CPU only, every Linear layer's weights int8
-        per output channel, activations quantised per batch (torch dynamic quantisation, done at
-        load in under a second, so nothing is cached); see `quantize_int8`.
     """
 
+    @_one_at_a_time
     def __init__(
         self,
         model: str,
         max_length: int = 256,
         batch_size: int | None = None,
         device: str | None = None,
-        dtype: str = "auto",
+        precision: str = "auto",
         num_threads: int | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         text_column: str = "text",
         pooling: str = "mean",
-        quantize: str | None = None,
     ):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        check_embedder(model, max_length, pooling, dtype, trust_remote_code, allow_pickle, quantize)
+        check_embedder(model, max_length, pooling, precision, trust_remote_code, allow_pickle)
         self.device = resolve_device(device)
-        if quantize and self.device.type != "cpu":
-            raise ICCError(f"embedder.quantize={quantize} runs on the CPU only (this embedder is on {self.device.type}): "
-                           "set embedder.quantize=null")
+        gpu = self.device.type == "cuda"
+        self.precision = resolve_precision(precision, gpu)
+        if gpu and self.precision in CPU_ONLY or not gpu and self.precision == "float16":
+            raise ICCError(f"embedder.precision={self.precision} does not run on the {self.device.type} "
+                           f"(int8 is for CPUs, float16 for GPUs): choose from auto, float32, bfloat16"
+                           f"{', float16' if gpu else ', int8, onnx-int8'}")
         use_threads(num_threads, self.device)
-        autocast = compute_dtype(dtype, self.device)
-        self.autocast_dtype = autocast if self.device.type == "cuda" and autocast != torch.float32 else None
+        self.autocast_dtype = compute_dtype(self.precision, self.device) if gpu and self.precision != "float32" else None
         path = resolve_model(model)
         kwargs = load_kwargs(trust_remote_code, allow_pickle, path)
+        if self.precision == "onnx-int8":
+            from icc.models.onnx_encoder import check_local
+
+            check_local(path)  # before the tokenizer: nothing is downloaded for it
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token is None:  # causal LMs often have none; padding is masked out anyway
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs).to(self.device).eval()
-        cpu_bf16 = self.device.type == "cpu" and dtype == "bfloat16"
-        if cpu_bf16:
+        if self.precision == "onnx-int8":
+            from icc.models.onnx_encoder import OnnxEncoder
+
+            self.model = OnnxEncoder(path, num_threads, **kwargs)
+        else:
+            self.model = AutoModel.from_pretrained(path, dtype=torch.float32, **kwargs).to(self.device).eval()
+        if not gpu and self.precision == "bfloat16":
             self.model = self.model.to(torch.bfloat16)
-        if quantize == "int8":
+        if self.precision == "int8":
             self.model = quantize_int8(self.model)
         self.max_length = min(max_length, self.tokenizer.model_max_length)
-        cpu_float32 = self.device.type == "cpu" and not (quantize or cpu_bf16)
-        self.batch_size = batch_size or (64 if self.device.type == "cpu" and not cpu_float32 else 256)
-        self.tokens_per_batch = CPU_TOKENS_PER_BATCH if batch_size is None and cpu_float32 else None
+        token_budget = not gpu and self.precision in TOKEN_BUDGET_PRECISIONS
+        self.batch_size = batch_size or (64 if not gpu and not token_budget else 256)
+        self.tokens_per_batch = CPU_TOKENS_PER_BATCH if batch_size is None and token_budget else None
         self.text_column = text_column
         self.pooling = pooling
         self.dim = self.model.config.hidden_size
@@ -206,20 +241,31 @@ def quantize_int8(model: "torch.nn.Module") -> "torch.nn.Module":
     return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", dtype: str = "auto",
-                   trust_remote_code: bool = False, allow_pickle: bool = False, quantize: str | None = None) -> None:
+def check_embedder(model: str, max_length: int = 256, pooling: str = "mean", precision: str = "auto",
+                   trust_remote_code: bool = False, allow_pickle: bool = False) -> None:
     """ICCError for a `TextEmbedder` load setting of the wrong type or value (the model is not loaded)."""
     check_model(model)
     check_positive_int(max_length, "max_length")
     if pooling not in POOLINGS:
         raise ICCError(f"unknown pooling {pooling!r} (choose from {', '.join(POOLINGS)})")
-    check_dtype(dtype)
+    check_precision(precision)
     check_bool(trust_remote_code, "trust_remote_code")
     check_bool(allow_pickle, "allow_pickle")
-    if quantize not in QUANTIZE:
-        raise ICCError(f"unknown embedder.quantize {quantize!r} (choose from null, int8)")
-    if quantize and dtype not in ("auto", "float32"):
-        raise ICCError(f"embedder.quantize={quantize} computes in int8: set embedder.dtype=auto, not {dtype}")
+
+
+def check_renamed(settings: dict) -> None:
+    """ICCError for an `embedder` setting under a name it had before (`renamed_key`)."""
+    for key in settings:
+        message = renamed_key(key)
+        if message:
+            raise ICCError(message)
+
+
+def renamed_key(key: str) -> str | None:
+    """What to write instead of the embedder setting `key`, if it is one of RENAMED; else None."""
+    if key in RENAMED:
+        return f"embedder.{key} is now embedder.precision (choose from {', '.join(PRECISIONS)})"
+    return None
 
 
 def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
