@@ -4,7 +4,7 @@ By hand: `SentenceTransformer.encode(batch_size=64, normalize_embeddings=True)` 
 all-MiniLM-L6-v2, then scikit-learn `KMeans(k, n_init=10, random_state=0)`.
 Ours: `icc cluster` as a subprocess on a local Ray (start-up of the actor, reading and writing
 Parquet included in the embed stage's seconds; `encode` is timed with its model loaded), once per
-`--variant` (a name and icc overrides, e.g. "bf16 embedder.dtype=bfloat16"). They alternate
+`--variant` (a name and icc overrides, e.g. "bf16 embedder.precision=bfloat16"). They alternate
 `--repeats` times, so that all see the same machine; the table gives medians and ranges, icc's
 stage seconds (metrics.json) and, from one more run per variant, where the embed stage's seconds
 go (`benchmarks/embed_timeline.py`). `--rows`: a seeded sample of the corpus. Writes a Markdown
@@ -12,7 +12,7 @@ table and the raw numbers as JSON.
 
     python benchmarks/cluster_vs_sentence_transformers.py --data ../shared/data/text/agnews_test.csv
     python benchmarks/cluster_vs_sentence_transformers.py --data ../shared/data/text/stackoverflow.csv \
-        --rows 5000 --variant fp32 --variant "bf16 embedder.dtype=bfloat16"
+        --rows 5000 --variant "fp32 embedder.precision=float32" --variant "bf16 embedder.precision=bfloat16"
 """
 
 import argparse

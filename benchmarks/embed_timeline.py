@@ -14,7 +14,7 @@ writes. Prints, and writes as JSON to `--out`, the seconds from the stage's star
     last batch done   the actor's last batch embedded
     written           every shard written and closed (the stage's end)
 
-    python benchmarks/embed_timeline.py --data ../shared/data/text/banking77_test.csv [embedder.dtype=bfloat16]
+    python benchmarks/embed_timeline.py --data ../shared/data/text/banking77_test.csv [embedder.precision=float32]
 """
 
 import argparse
