@@ -238,8 +238,8 @@ def _sample_blocks(blocks: list, *rows: np.ndarray | None) -> tuple[np.ndarray |
 
 def _run_cpus(n_init: int) -> int:
     """CPUs each of n_init seeding tasks asks for: the largest live node's shared among them, at
-    least 1 (k-means++ on 40k x 384 rows for k = 1,000 took about 10 s on the one BLAS thread that
-    Ray leaves a num_cpus=1 task)."""
+    least 1 (k-means++ on 40k x 384 rows for k = 1,000: 13-15 s on the one BLAS thread of a
+    num_cpus=1 task, 7.7-7.9 s on 2; benchmarks/results/scale_kmeans.md, Round 4)."""
     node_cpus = max(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"])
     return max(1, int(node_cpus) // n_init)
 
