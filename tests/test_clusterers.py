@@ -11,6 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from icc.cluster import CLUSTERERS, HDBSCAN, FuzzyCMeans, KMeans, make_clusterer, takes_k
+from icc.cluster.kmeans import _run_cpus
 from icc.errors import ICCError
 from icc.metrics import cluster_accuracy
 
@@ -243,5 +244,6 @@ def test_fit_blocks_fits_the_centroids_and_leaves_the_labels_to_predict(ray_sess
     assert 1 <= kmeans.n_iter_ < kmeans.max_iter
     assert cluster_accuracy(y, kmeans.predict(X)) > 0.95
     assert kmeans.inertia_ == pytest.approx(KMeans(n_clusters=4, n_init=2).fit(X).inertia_, rel=1e-4)
+    assert _run_cpus(1) == 2 and _run_cpus(2) == _run_cpus(3) == 1  # seeding tasks share the node's 2 CPUs
     with pytest.raises(ICCError, match="need the fit sample in memory"):
         KMeans(n_clusters=4, assign="knn").fit_blocks(blocks, len(X))

@@ -8,18 +8,18 @@ iterations or once an iteration lowers its inertia by at most `tol` of it.
 
 In memory (`fit`): faiss.Kmeans, one run after another. Distributed (`fit_blocks`): the vectors
 stay in blocks of the object store (a Ray Data dataset's blocks, see `icc.corpus.sharded`). One
-task gathers the sample from the blocks; one task a run seeds and runs Lloyd on it; each
+task gathers the sample from the blocks; one task a run seeds and runs Lloyd on it, on the BLAS
+and faiss threads of the CPUs it holds (the largest node's, shared among the runs); each
 iteration over all rows maps every block to per-cluster sums and counts for all runs at once
 (one task per block) and the driver adds them up and divides: the driver holds (n_init, k, d).
 """
-
-import os
 
 import faiss
 import numpy as np
 import ray
 import scipy.sparse
 from sklearn.cluster import kmeans_plusplus
+from threadpoolctl import threadpool_limits
 
 from icc.checks import check_int, check_non_negative, check_positive_int
 from icc.cluster.base import KClusterer, check_k
@@ -139,7 +139,8 @@ class KMeans(KClusterer):
                            "smaller clusterer.fit_fraction")
         k = check_k(self.n_clusters, n_rows)
         seed_sample, sample = _sample_blocks.remote(blocks, *self._sample_rows(n_rows, k))
-        starts = [_start_run.remote(self, seed_sample, sample, k, self.random_state + run) for run in range(self.n_init)]
+        start_run = _start_run.options(num_cpus=_run_cpus(self.n_init))
+        starts = [start_run.remote(self, seed_sample, sample, k, self.random_state + run) for run in range(self.n_init)]
         self.cluster_centers_, self.inertia_ = self._lloyd(np.stack(ray.get(starts)), blocks)
         self.labels_, self.k_scores_, self.sample_ = None, None, None
         self.fit_rows_, self.n_features_in_ = n_rows, self.cluster_centers_.shape[1]
@@ -235,8 +236,24 @@ def _sample_blocks(blocks: list, *rows: np.ndarray | None) -> tuple[np.ndarray |
     return tuple(None if wanted is None else np.concatenate(part) for part, wanted in zip(parts, rows))
 
 
-@ray.remote(num_cpus=1)
+def _run_cpus(n_init: int) -> int:
+    """CPUs each of n_init seeding tasks asks for: the largest live node's shared among them, at
+    least 1 (k-means++ on 40k x 384 rows for k = 1,000: 13-15 s on the one BLAS thread of a
+    num_cpus=1 task, 7.7-7.9 s on 2; benchmarks/results/scale_kmeans.md, Round 4)."""
+    node_cpus = max(node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"])
+    return max(1, int(node_cpus) // n_init)
+
+
+@ray.remote
 def _start_run(kmeans: KMeans, seed_sample: np.ndarray, sample: np.ndarray | None, k: int, seed: int) -> np.ndarray:
-    """`KMeans._start` of one run in a task: its (k, d) starting centroids."""
-    faiss.omp_set_num_threads(os.cpu_count())
-    return kmeans._start(seed_sample, sample, k, seed)
+    """`KMeans._start` of one run in a task: its (k, d) starting centroids, computed on as many BLAS
+    and faiss threads as the task holds CPUs, set back after (Ray sets a worker's threads to the
+    CPUs of the task it started for: a reused worker of a num_cpus=1 task keeps one)."""
+    threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    faiss_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            return kmeans._start(seed_sample, sample, k, seed)
+    finally:
+        faiss.omp_set_num_threads(faiss_threads)
