@@ -1,6 +1,7 @@
 """Ray for the pipelines: joining or starting a cluster, pools of model-holding actors, task results."""
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -153,3 +154,20 @@ def map_actors(ds, actor_class: type, constructor_kwargs: dict, batch_size: int,
         **map_options,
         **actor_pool(actors, num_gpus, cpus_per_actor),
     )
+
+
+@contextlib.contextmanager
+def compute_threads(threads: int):
+    """Inside: BLAS and OpenMP (threadpoolctl) and faiss on `threads` threads; set back after. Ray sets
+    a worker's threads to the CPUs of the task it started for (1 for a num_cpus=1 task), and a reused
+    worker keeps them, so a task that computes on more sets them itself."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    faiss_threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        faiss.omp_set_num_threads(faiss_threads)

@@ -219,6 +219,7 @@ def test_kmeans_warm_starts_on_a_sample_and_needs_fewer_passes_over_all_rows_at_
     warm = KMeans(**params, points_per_centroid=100)  # Lloyd on 2,000 rows first
     assert not cold.warm_starts(len(X), 20) and warm.warm_starts(len(X), 20)
     assert KMeans(**params).sample_size(len(X), 20) == 5_120  # default: 256 rows a centroid
+    assert KMeans(n_clusters=20).warm_starts(len(X), 20)  # a Lloyd sample the size of the seeding one (10,000)
     cold.fit(X), warm.fit(X)
     seeds = cold._seeds(X[cold._sample_rows(len(X), 20)[0]], 20, 0)  # the seeds both fits start from
     theirs = SKMeans(n_clusters=20, init=seeds, n_init=1).fit(X)

@@ -19,11 +19,11 @@ import numpy as np
 import ray
 import scipy.sparse
 from sklearn.cluster import kmeans_plusplus
-from threadpoolctl import threadpool_limits
 
 from icc.checks import check_int, check_non_negative, check_positive_int
 from icc.cluster.base import KClusterer, check_k
 from icc.errors import ICCError
+from icc.ray_runtime import compute_threads
 
 BACKENDS = ("auto", "faiss", "ray")
 INITS = ("k-means++", "random")
@@ -34,15 +34,16 @@ class KMeans(KClusterer):
 
     init: "k-means++" (scikit-learn's seeding) or "random" (k random points).
     n_init: runs with different seeds; the one with the lowest inertia wins.
-    max_iter: Lloyd iterations per run at most; tol: a run stops once an iteration lowers its
-        inertia by at most this fraction of it.
+    max_iter: Lloyd iterations per run at most (over Ray blocks, passes: the last measures the
+        inertia of its centroids and keeps them, so a run moves them at most max_iter - 1 times);
+        tol: a run stops once an iteration lowers its inertia by at most this fraction of it.
     backend: where a corpus pipeline fits: "faiss" (in one task's memory), "ray" (`fit_blocks`) or
         "auto": faiss when the fit sample's vectors take at most `memory_limit_mb`, else ray.
     init_sample: rows drawn for seeding (None: max(10000, 40 k)); k-means++ on all of a million
         rows would take longer than the Lloyd iterations, for an inertia within 0.1%.
-    points_per_centroid: Lloyd runs first on a sample of this many rows per centroid (at least the
-        seeding sample), then over all rows from its centroids; 0, or a sample of all rows: all
-        rows from the seeds. Default 256 (faiss's max_points_per_centroid).
+    points_per_centroid: Lloyd runs first on a sample of this many rows per centroid (at least as
+        many rows as the seeding sample), then over all rows from its centroids; 0, or a sample of
+        all rows: all rows from the seeds. Default 256 (faiss's max_points_per_centroid).
     Other parameters: see `KClusterer` and `Clusterer`.
     After fit: also `inertia_` (sum of squared distances to the nearest centroid) and `n_iter_`
     (the Lloyd iterations over all rows the winning run took, after those on the sample: max_iter
@@ -90,13 +91,14 @@ class KMeans(KClusterer):
         return min(n_rows, self.init_sample or max(10_000, 40 * k))
 
     def sample_size(self, n_rows: int, k: int) -> int:
-        """Rows of the Lloyd sample for a fit on n_rows; a fit with one smaller than all rows and
-        larger than the seeding sample starts over all rows from Lloyd on it (`warm_starts`)."""
+        """Rows of the Lloyd sample for a fit on n_rows: points_per_centroid a centroid, at least the
+        seeding sample's count; a fit with one smaller than all rows starts over all rows from Lloyd
+        on it (`warm_starts`)."""
         return min(n_rows, max(self.seed_sample_size(n_rows, k), self.points_per_centroid * k))
 
     def warm_starts(self, n_rows: int, k: int) -> bool:
         """Whether a fit on n_rows runs Lloyd on a sample before the passes over all rows."""
-        return self.seed_sample_size(n_rows, k) < self.sample_size(n_rows, k) < n_rows
+        return self.points_per_centroid > 0 and self.sample_size(n_rows, k) < n_rows
 
     def _start(self, seed_sample: np.ndarray, sample: np.ndarray | None, k: int, seed: int) -> np.ndarray:
         """(k, d) float32 centroids that one run's Lloyd iterations over all rows start from: seeds
@@ -247,13 +249,6 @@ def _run_cpus(n_init: int) -> int:
 @ray.remote
 def _start_run(kmeans: KMeans, seed_sample: np.ndarray, sample: np.ndarray | None, k: int, seed: int) -> np.ndarray:
     """`KMeans._start` of one run in a task: its (k, d) starting centroids, computed on as many BLAS
-    and faiss threads as the task holds CPUs, set back after (Ray sets a worker's threads to the
-    CPUs of the task it started for: a reused worker of a num_cpus=1 task keeps one)."""
-    threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    faiss_threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
-        with threadpool_limits(threads):
-            return kmeans._start(seed_sample, sample, k, seed)
-    finally:
-        faiss.omp_set_num_threads(faiss_threads)
+    and faiss threads as the task holds CPUs (`compute_threads`)."""
+    with compute_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))):
+        return kmeans._start(seed_sample, sample, k, seed)

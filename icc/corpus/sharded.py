@@ -16,7 +16,6 @@ import collections
 import os
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import pyarrow.parquet as pq
 import ray
@@ -26,7 +25,7 @@ from icc.cluster.kmeans import KMeans
 from icc.corpus.rundir import ASSIGNMENTS, assignments_table, central_members, renew
 from icc.corpus.shards import Shards, read_vectors, sample_mask
 from icc.errors import ICCError
-from icc.ray_runtime import get
+from icc.ray_runtime import compute_threads, get
 
 
 @dataclass
@@ -87,22 +86,14 @@ def _read_shard_vectors(batch: dict, shards: Shards, fraction: float, seed: int)
     return {"vector": read_vectors(shards, int(batch["shard"][0]), fraction, seed)}
 
 
-def _use_all_cores() -> None:
-    """Ray pins a task's BLAS and OpenMP threads to its CPUs (1); an in-memory fit should use the node."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(os.cpu_count())
-    faiss.omp_set_num_threads(os.cpu_count())
-
-
 @ray.remote(num_cpus=1)
 def _fit_in_memory(clusterer: Clusterer, shards: Shards, fraction: float):
-    _use_all_cores()
     parts = [read_vectors(shards, i, fraction, clusterer.random_state) for i in range(len(shards.rows))]
     if not any(len(p) for p in parts):
         raise ICCError(f"the fit sample is empty: raise clusterer.fit_fraction ({fraction:.3g} of "
                        f"{shards.n_embedded} rows)")
-    clusterer.fit_sample(np.concatenate(parts))
+    with compute_threads(os.cpu_count()):  # the fit in memory computes on the whole node
+        clusterer.fit_sample(np.concatenate(parts))
     labels, clusterer.labels_ = clusterer.labels_, None
     if clusterer.labels_are_nearest_centroid:
         return clusterer, None
