@@ -36,13 +36,18 @@ def test_actors_without_a_gpu_see_none(ray_session):
     assert [row["visible"] for row in rows] == [""] * 4
 
 
-def test_an_unresolved_precision_never_reaches_cpu_actors(ray_session):
-    """A driver that took the actors for GPU ones (it sees a GPU the Ray cluster does not offer) left
+def test_an_unresolved_precision_never_reaches_cpu_actors(ray_session, monkeypatch):
+    """A driver that took the actors for GPU ones (it sees a GPU, the Ray cluster offers none) left
     precision "auto" for the GPU to decide: CPU actors would each pick their own (bf16 where AMX, fp32
-    elsewhere), mixing vectors in a run, so the stage stops first."""
+    elsewhere), mixing vectors in a run, so the stage stops first. (No GPU here: the driver's view of
+    one is what `gpus_visible` reads from /dev, set for the case.)"""
     import ray.data
 
-    from icc.corpus.embed_stage import embed_dataset
+    from icc.corpus import embed_stage
 
-    with pytest.raises(ICCError, match="set embedder.pool.num_gpus=0 and output.overwrite=true"):
-        embed_dataset(ray.data.range(2), {"model": "all-MiniLM-L6-v2", "precision": "auto"}, num_gpus=0)
+    settings = {"model": "all-MiniLM-L6-v2", "precision": "auto"}
+    embed_stage.embed_dataset(ray.data.range(2), settings)  # this machine sees no GPU: its CPUs decide
+    monkeypatch.setattr(embed_stage, "gpus_visible", lambda: True)
+    with pytest.raises(ICCError, match="set embedder.pool.num_gpus .* and output.overwrite=true"):
+        embed_stage.embed_dataset(ray.data.range(2), settings)
+    embed_stage.embed_dataset(ray.data.range(2), settings, num_gpus=0)  # told: CPU actors, auto as they resolve

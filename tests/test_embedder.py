@@ -8,7 +8,7 @@ from icc import TextClusterer
 from icc.corpus.embed_stage import check_embed_settings, embed_key, resolve_embedder
 from icc.errors import ICCError
 from icc.models.device import cpu_has_amx_bf16, resolve_precision
-from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder, upgrade_settings
+from icc.models.embedder import CPU_TOKENS_PER_BATCH, TextEmbedder, check_embedder, loadable_settings
 from icc.models.hub import resolve_model
 
 
@@ -121,10 +121,11 @@ def test_precision_is_checked_before_loading_and_old_keys_name_the_new_one():
 
 def test_settings_recorded_before_precision_read_as_what_they_computed_in():
     old = {"model": "all-MiniLM-L6-v2", "max_length": 256, "dtype": "auto", "quantize": None}
-    assert upgrade_settings(old) == {"model": "all-MiniLM-L6-v2", "max_length": 256, "precision": "float32"}
-    assert upgrade_settings({**old, "quantize": "int8"})["precision"] == "int8"
-    assert upgrade_settings({**old, "dtype": "bfloat16"})["precision"] == "bfloat16"
-    assert upgrade_settings({"model": "m", "precision": "auto"}) == {"model": "m", "precision": "auto"}
+    assert loadable_settings(old) == {"model": "all-MiniLM-L6-v2", "max_length": 256, "precision": "float32"}
+    assert loadable_settings({**old, "quantize": "int8"})["precision"] == "int8"
+    assert loadable_settings({**old, "dtype": "bfloat16"})["precision"] == "bfloat16"
+    assert loadable_settings({"model": "m", "precision": "bfloat16"}) == {"model": "m", "precision": "bfloat16"}
+    assert loadable_settings({"model": "m", "precision": "float16"})["precision"] == "auto"  # GPUs only: a CPU's own
 
 
 def test_auto_precision_is_bf16_on_cpus_with_amx_and_unchanged_on_gpus():

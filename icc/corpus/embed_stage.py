@@ -120,13 +120,14 @@ def embed_dataset(
                        "set embedder.precision=auto or embedder.pool.num_gpus=0")
     # `resolve_embedder` guessed where the actors run from this machine's GPUs; where the guess was wrong the
     # key (and the output.dir's manifest) holds the other device's precision, so the rerun must overwrite.
-    if pool["num_gpus"] and num_gpus is None and precision != "auto" and not gpus_visible():
+    if num_gpus is None and pool["num_gpus"] and precision != "auto" and not gpus_visible():
         raise ICCError(f"the Ray cluster has GPUs this machine does not see, so embedder.precision was resolved for "
                        f"a CPU ({precision}): set embedder.pool.num_gpus (1: an actor per GPU, 0: on the CPUs) "
                        "and output.overwrite=true")
-    if not pool["num_gpus"] and precision == "auto":
-        raise ICCError("this machine sees a GPU but the Ray cluster's embedder actors hold none, so embedder.precision "
-                       "was not resolved for their CPUs: set embedder.pool.num_gpus=0 and output.overwrite=true")
+    if num_gpus is None and not pool["num_gpus"] and precision == "auto" and gpus_visible():
+        raise ICCError("this machine sees a GPU but the Ray cluster has none for the embedder actors, so "
+                       "embedder.precision was not resolved for their CPUs: set embedder.pool.num_gpus (0: on the "
+                       "CPUs, 1: on GPU nodes the cluster is still starting) and output.overwrite=true")
     # A read block can hold a whole file (up to Ray Data's 128 MiB block target): cut it into
     # batches first, so that embedded rows reach the writer (and the shards) as they are done.
     ds = ds.repartition(target_num_rows_per_block=rows_per_batch)

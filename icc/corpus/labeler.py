@@ -156,13 +156,11 @@ class KeywordLabeler:
         return self._encoder
 
     def _load_encoder(self):
-        """The run's encoder on this process's CPU: it embeds a few hundred terms, and a GPU here is
-        the embed stage's (float16, a GPU precision, becomes the CPU's "auto")."""
-        from icc.models.embedder import TextEmbedder
+        """The run's encoder on this process's CPU (`loadable_settings`): it embeds a few hundred
+        terms, and a GPU here is the embed stage's."""
+        from icc.models.embedder import TextEmbedder, loadable_settings
 
-        precision = self.embedder.get("precision", "auto")
-        return TextEmbedder(**{**self.embedder, "device": "cpu",
-                               "precision": "auto" if precision == "float16" else precision})
+        return TextEmbedder(**{**loadable_settings(self.embedder), "device": "cpu"})
 
     def label(self, cluster_texts: list[list[str]], centroids: np.ndarray | None = None) -> ClusterNames:
         representation = self.keywords(cluster_texts, centroids)

@@ -40,7 +40,7 @@ from filelock import FileLock, Timeout
 from icc.data.parquet import parquet_files, read_output, take_texts, vector_array, vector_matrix, write_table_atomic
 from icc.errors import ICCError
 from icc.files import read_json, write_atomic, write_json
-from icc.models.embedder import upgrade_settings
+from icc.models.embedder import loadable_settings
 from icc.pipeline import METRICS, RUN_RECORD
 
 if TYPE_CHECKING:  # the labeler module loads torch; a run directory is read without it
@@ -367,7 +367,7 @@ def load_run(run_dir, finished: bool = True) -> ClusterRun:
         central_texts=clusters["central_texts"].to_pylist(),
         representation=column("representation"),
         name_source=column("name_source"),
-        embedder=upgrade_settings(run["embedder"]),  # a run.json from before embedder.precision
+        embedder=loadable_settings(run["embedder"]),
         config=run.get("config", {}),
         metrics=metrics,
     )

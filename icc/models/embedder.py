@@ -265,16 +265,19 @@ def check_renamed(settings: dict) -> None:
             raise ICCError(message)
 
 
-def upgrade_settings(settings: dict) -> dict:
-    """Embedder settings recorded before embedder.precision (a run.json's `dtype`, `quantize`) as
-    `TextEmbedder` takes them now: quantize int8 is precision "int8"; dtype "auto" is "float32" (what
-    a CPU computed in then; on a GPU float32 differs from its autocast by ~1e-3); another dtype stays."""
-    if not any(key in settings for key in RENAMED):
-        return settings
-    kept = {key: value for key, value in settings.items() if key not in RENAMED}
-    dtype = settings.get("dtype", "auto")
-    return {**kept, "precision": "int8" if settings.get("quantize") == "int8" else
-            "float32" if dtype == "auto" else dtype}
+def loadable_settings(recorded: dict) -> dict:
+    """Embedder settings a run recorded (its run.json's `embedder`) as a `TextEmbedder` on any device
+    loads them: from before embedder.precision, quantize int8 is precision "int8", dtype "auto"
+    "float32" (what a CPU computed in then; on a GPU float32 differs from its autocast by ~1e-3) and
+    another dtype that precision; float16, which runs on GPUs only, is "auto" (a CPU picks its own).
+    The vectors so made are the run's to ~1e-3: for queries, names and new texts."""
+    settings = {key: value for key, value in recorded.items() if key not in RENAMED}
+    if any(key in recorded for key in RENAMED):
+        dtype = recorded.get("dtype", "auto")
+        settings["precision"] = "int8" if recorded.get("quantize") == "int8" else "float32" if dtype == "auto" else dtype
+    if settings.get("precision") == "float16":
+        settings["precision"] = "auto"
+    return settings
 
 
 def renamed_key(key: str) -> str | None:

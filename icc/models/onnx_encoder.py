@@ -20,8 +20,8 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
+import uuid
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,8 +84,8 @@ def cached_int8_model(path: str, **load) -> Path:
         if not (written_by_icc(target, key) and (target / MODEL_FILE).is_file()):
             raise ICCError(f"{target} holds files icc did not write: remove it, or set ICC_CACHE to another directory")
         return target / MODEL_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f"{key}.partial-", dir=target.parent))
+    partial = target.with_name(f"{key}.partial-{uuid.uuid4().hex}")  # this process's own, as the umask makes it
+    partial.mkdir(parents=True)
     try:
         export_int8(path, partial / MODEL_FILE, **load)
         (partial / RECORD_FILE).write_text(json.dumps({"key": key, "source": path, **RECIPE}, indent=2) + "\n")
