@@ -48,7 +48,8 @@ def test_killed_embedding_actor_loses_no_row(ray_address, tmp_path):
         job = subprocess.Popen(
             [BIN / "icc", "cluster", f"ray.address={ray_address}", "ray.progress_bars=false", "data=file",
              f"data.path={corpus}", "data.label_column=label", "clusterer.k=4", "labeler=none",
-             "report.enabled=false", "embedder.pool.rows_per_batch=16", f"output.dir={out}"],
+             "report.enabled=false", "embedder.pool.rows_per_batch=16", f"output.dir={out}",
+             "embedder.precision=float32"],  # KILL_AT_CPU_S is measured in float32 forward passes
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
         )
         cpu = {}  # actor pid -> its CPU seconds when last seen

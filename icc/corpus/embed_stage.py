@@ -50,8 +50,10 @@ def resolve_embedder(embedder: dict, pool: dict) -> dict:
     """`embedder` with its precision resolved for where the pool's actors run (`resolve_precision`),
     as the embed stage's key and run.json record it and the actors get it, so that a run resumed on
     another machine computes in the same precision. The actors hold GPUs if `pool`'s num_gpus says
-    so, or where it is unset (one per GPU of the cluster), if this machine sees one (`gpus_visible`):
-    a driver that sees no GPU of a cluster that has them must set embedder.pool.num_gpus."""
+    so, or where it is unset (one per GPU of the cluster), if this machine sees one (`gpus_visible`).
+    A driver that sees no GPU of a cluster that has them (a CPU head) resolves for its CPU, and the
+    GPU actors compute in that: bf16 autocast, or float32 where this CPU lacks AMX-BF16 (slower:
+    embedder.pool.num_gpus=1 lets the GPUs choose, as the README's cluster example sets)."""
     num_gpus = pool.get("num_gpus")
     gpu = bool(num_gpus) if num_gpus is not None else gpus_visible()
     return {**embedder, "precision": resolve_precision(embedder.get("precision", "auto"), gpu)}
@@ -118,12 +120,8 @@ def embed_dataset(
     if pool["num_gpus"] and precision in CPU_ONLY:
         raise ICCError(f"embedder.precision={precision} runs on the CPU only and the embedder actors hold GPUs: "
                        "set embedder.precision=auto or embedder.pool.num_gpus=0")
-    # `resolve_embedder` guessed where the actors run from this machine's GPUs; where the guess was wrong the
-    # key (and the output.dir's manifest) holds the other device's precision, so the rerun must overwrite.
-    if num_gpus is None and pool["num_gpus"] and precision != "auto" and not gpus_visible():
-        raise ICCError(f"the Ray cluster has GPUs this machine does not see, so embedder.precision was resolved for "
-                       f"a CPU ({precision}): set embedder.pool.num_gpus (1: an actor per GPU, 0: on the CPUs) "
-                       "and output.overwrite=true")
+    # `resolve_embedder` guessed where the actors run from this machine's GPUs; where it took CPU actors for GPU
+    # ones, "auto" would let each CPU pick (bf16 or float32): the key (and output.dir's manifest) cannot say which.
     if num_gpus is None and not pool["num_gpus"] and precision == "auto" and gpus_visible():
         raise ICCError("this machine sees a GPU but the Ray cluster has none for the embedder actors, so "
                        "embedder.precision was not resolved for their CPUs: set embedder.pool.num_gpus (0: on the "
