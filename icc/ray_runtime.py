@@ -1,6 +1,5 @@
 """Ray for the pipelines: joining or starting a cluster, pools of model-holding actors, task results."""
 
-import atexit
 import contextlib
 import logging
 import os
@@ -54,8 +53,6 @@ def start_ray(address: str = "", num_cpus: int | None = None, progress_bars: boo
         sigterm = signal.getsignal(signal.SIGTERM)
         ray.init(address=address or "local", logging_level=logging.INFO if verbose else logging.WARNING,
                  log_to_driver=verbose, **local)
-        if not verbose:  # runs before Ray's own exit handler, which first waits 0.5 s for workers' log lines
-            atexit.register(ray.shutdown)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sigterm)  # ray.init sets its own, which exits with code 15
     # Ray Data logs every execution at INFO and a warning that its progress bars are off.
